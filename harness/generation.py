@@ -1,0 +1,249 @@
+"""Generation through the cache.
+
+A generation is keyed by (checkpoint hash, prompt, decoding parameters, draw): asking
+for it again, in this run or any later one, costs a lookup. What is missing is
+generated in chunks, each committed as it finishes, so an interrupted run keeps its work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+from duckdb import DuckDBPyConnection
+
+from harness.components import Backend
+from harness.progress import NullReporter, Reporter
+from harness.store import Store, insert
+from harness.store.core import utcnow
+from harness.types import Completion, Generation, GenerationConfig
+
+DEFAULT_CHUNK = 64
+"""Prompts generated between commits: the most an interruption can lose."""
+
+
+def _digest(payload: object) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def generation_key(checkpoint_hash: str, prompt: str, config: GenerationConfig, draw: int) -> str:
+    """The cache key. Greedy outputs do not depend on the seed, so it is left out for them."""
+    params = config.model_dump(mode="json", exclude={"seed"} if config.greedy else None)
+    return _digest({"checkpoint": checkpoint_hash, "prompt": prompt, "params": params, "draw": draw})
+
+
+def loglikelihood_key(checkpoint_hash: str, context: str, continuation: str) -> str:
+    return _digest({"checkpoint": checkpoint_hash, "context": context, "continuation": continuation})
+
+
+def sample_seed(config: GenerationConfig, key: str) -> int:
+    """A per-sample seed: sampling does not depend on batch composition or order."""
+    return int(hashlib.sha256(f"{config.seed}:{key}".encode()).hexdigest()[:15], 16)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationJob:
+    sample_id: str
+    draw: int
+    prompt: str
+    config: GenerationConfig
+    key: str
+
+
+def make_jobs(
+    checkpoint_hash: str,
+    prompts: dict[str, str],
+    config: GenerationConfig,
+    draws: int = 0,
+    draw_config: GenerationConfig | None = None,
+) -> list[GenerationJob]:
+    """Draw 0 of every sample with `config`, and draws 1..n with `draw_config`."""
+    jobs = []
+    for sample_id, prompt in prompts.items():
+        jobs.append(GenerationJob(sample_id, 0, prompt, config, generation_key(checkpoint_hash, prompt, config, 0)))
+        for draw in range(1, draws + 1):
+            assert draw_config is not None
+            key = generation_key(checkpoint_hash, prompt, draw_config, draw)
+            jobs.append(GenerationJob(sample_id, draw, prompt, draw_config, key))
+    return jobs
+
+
+def _existing_keys(store: Store, table: str, keys: Sequence[str]) -> set[str]:
+    if not keys:
+        return set()
+    wanted = pa.table({"cache_key": list(keys)})
+    with store.connect() as con:
+        con.register("_wanted_keys", wanted)
+        try:
+            rows = con.execute(
+                f"SELECT t.cache_key FROM {table} t JOIN _wanted_keys w USING (cache_key)"
+            ).fetchall()
+        finally:
+            con.unregister("_wanted_keys")
+    return {row[0] for row in rows}
+
+
+def generate_with_cache(
+    store: Store,
+    run_id: int,
+    backend: Backend,
+    jobs: Sequence[GenerationJob],
+    *,
+    reporter: Reporter | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> tuple[int, int]:
+    """Make sure every job has a stored generation linked to the run.
+
+    Returns (generated now, taken from the cache)."""
+    reporter = reporter or NullReporter()
+    linked = {
+        (row["sample_id"], row["draw"])
+        for row in store.query("SELECT sample_id, draw FROM run_generations WHERE run_id = ?", [run_id])
+    }
+    pending = [job for job in jobs if (job.sample_id, job.draw) not in linked]
+    cached_keys = _existing_keys(store, "generations", [job.key for job in pending])
+    from_cache = [job for job in pending if job.key in cached_keys]
+    if from_cache:
+        with store.transaction() as con:
+            _link(con, run_id, from_cache, cached=True)
+    missing = [job for job in pending if job.key not in cached_keys]
+    # Similar lengths share chunks (and so batches): less padding.
+    missing.sort(key=lambda job: (job.config.model_dump_json(), len(job.prompt)))
+    if missing:
+        with reporter.task("generating", total=len(missing)) as advance:
+            for start in range(0, len(missing), chunk_size):
+                chunk = missing[start : start + chunk_size]
+                by_config: dict[str, list[GenerationJob]] = {}
+                for job in chunk:
+                    by_config.setdefault(job.config.model_dump_json(), []).append(job)
+                rows: list[tuple[GenerationJob, Completion]] = []
+                for group in by_config.values():
+                    config = group[0].config
+                    seeds = [sample_seed(config, job.key) for job in group]
+                    completions = backend.generate(
+                        [job.prompt for job in group], config, seeds=seeds, progress=advance
+                    )
+                    if len(completions) != len(group):
+                        raise RuntimeError(
+                            f"backend {backend.name!r} returned {len(completions)} completions "
+                            f"for {len(group)} prompts"
+                        )
+                    rows.extend(zip(group, completions))
+                with store.transaction() as con:
+                    now = utcnow()
+                    insert(
+                        con,
+                        "generations",
+                        {
+                            "cache_key": [job.key for job, _ in rows],
+                            "checkpoint_hash": [backend.checkpoint_hash] * len(rows),
+                            "text": [c.text for _, c in rows],
+                            "prompt_tokens": [c.prompt_tokens for _, c in rows],
+                            "completion_tokens": [c.completion_tokens for _, c in rows],
+                            "finish_reason": [c.finish_reason for _, c in rows],
+                            "latency_s": [float(c.latency_s) for _, c in rows],
+                            "created_at": [now] * len(rows),
+                        },
+                        ignore_conflicts=True,
+                    )
+                    _link(con, run_id, [job for job, _ in rows], cached=False)
+    return len(missing), len(from_cache)
+
+
+def _link(con: DuckDBPyConnection, run_id: int, jobs: Sequence[GenerationJob], *, cached: bool) -> None:
+    insert(
+        con,
+        "run_generations",
+        {
+            "run_id": [run_id] * len(jobs),
+            "sample_id": [job.sample_id for job in jobs],
+            "draw": [job.draw for job in jobs],
+            "cache_key": [job.key for job in jobs],
+            "cached": [cached] * len(jobs),
+        },
+        ignore_conflicts=True,
+    )
+
+
+def load_generations(store: Store, run_id: int) -> dict[tuple[str, int], Generation]:
+    """Every generation linked to a run, by (sample id, draw)."""
+    rows = store.query(
+        """
+        SELECT rg.sample_id, rg.draw, rg.cached, s.prompt, g.text, g.prompt_tokens,
+               g.completion_tokens, g.finish_reason, g.latency_s
+        FROM run_generations rg
+        JOIN generations g USING (cache_key)
+        JOIN samples s ON s.run_id = rg.run_id AND s.sample_id = rg.sample_id
+        WHERE rg.run_id = ?
+        """,
+        [run_id],
+    )
+    return {
+        (row["sample_id"], row["draw"]): Generation(
+            sample_id=row["sample_id"],
+            text=row["text"],
+            prompt=row["prompt"],
+            prompt_tokens=row["prompt_tokens"],
+            completion_tokens=row["completion_tokens"],
+            finish_reason=row["finish_reason"],
+            latency_s=row["latency_s"],
+            draw=row["draw"],
+            cached=row["cached"],
+        )
+        for row in rows
+    }
+
+
+def loglikelihoods_with_cache(
+    store: Store,
+    backend: Backend,
+    pairs: dict[str, tuple[str, str]],
+    *,
+    reporter: Reporter | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> dict[str, tuple[float, int]]:
+    """(NLL, tokens) of each continuation given its context, by sample id, through the cache."""
+    reporter = reporter or NullReporter()
+    keys = {
+        sample_id: loglikelihood_key(backend.checkpoint_hash, ctx, cont)
+        for sample_id, (ctx, cont) in pairs.items()
+    }
+    found: dict[str, tuple[float, int]] = {}
+    if keys:
+        wanted = pa.table({"cache_key": list(keys.values())})
+        with store.connect() as con:
+            con.register("_wanted_ll", wanted)
+            try:
+                for key, nll, tokens in con.execute(
+                    "SELECT l.cache_key, l.nll, l.tokens FROM loglikelihoods l JOIN _wanted_ll USING (cache_key)"
+                ).fetchall():
+                    found[key] = (nll, tokens)
+            finally:
+                con.unregister("_wanted_ll")
+    missing = [sid for sid, key in keys.items() if key not in found]
+    if missing:
+        with reporter.task("scoring references", total=len(missing)) as advance:
+            for start in range(0, len(missing), chunk_size):
+                chunk = missing[start : start + chunk_size]
+                results = backend.loglikelihood(
+                    [pairs[sid][0] for sid in chunk], [pairs[sid][1] for sid in chunk], progress=advance
+                )
+                with store.transaction() as con:
+                    insert(
+                        con,
+                        "loglikelihoods",
+                        {
+                            "cache_key": [keys[sid] for sid in chunk],
+                            "checkpoint_hash": [backend.checkpoint_hash] * len(chunk),
+                            "nll": [float(nll) for nll, _ in results],
+                            "tokens": [int(t) for _, t in results],
+                            "created_at": [utcnow()] * len(chunk),
+                        },
+                        ignore_conflicts=True,
+                    )
+                for sid, result in zip(chunk, results):
+                    found[keys[sid]] = result
+    return {sid: found[key] for sid, key in keys.items()}

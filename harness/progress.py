@@ -1,0 +1,64 @@
+"""Progress reporting: silent for library calls, rich progress bars in the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Protocol
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+Advance = Callable[[int], None]
+
+
+class Reporter(Protocol):
+    def task(self, description: str, total: int) -> Iterator[Advance]:
+        """A context manager yielding a function that advances the task by n units."""
+        ...
+
+    def log(self, message: str) -> None: ...
+
+
+class NullReporter:
+    """Reports nothing (the default for library calls and tests)."""
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator[Advance]:
+        yield lambda n: None
+
+    def log(self, message: str) -> None:
+        pass
+
+
+class RichReporter:
+    """Progress bars and log lines on a rich console (stderr in the CLI)."""
+
+    def __init__(self, console: Console):
+        self.console = console
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator[Advance]:
+        columns = [
+            SpinnerColumn(),
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+        ]
+        with Progress(*columns, console=self.console, transient=False) as progress:
+            task_id = progress.add_task(description, total=total)
+            yield lambda n: progress.advance(task_id, n)
+
+    def log(self, message: str) -> None:
+        self.console.print(message, highlight=False)

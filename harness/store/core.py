@@ -1,0 +1,302 @@
+"""The DuckDB file every result lives in: connections, the writer lock, migrations.
+
+One writer process at a time holds `<store>.lock` (an OS lock, released if the process
+dies) for as long as it writes; a second writer is refused with a message that names
+the holder. Connections are opened per batch rather than for the whole run, so that
+`harness runs` or `harness show` can read while a long evaluation is going on.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.resources
+import json
+import os
+import re
+import socket
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+import duckdb
+import pyarrow as pa
+
+from harness.errors import HarnessError, NotFoundError, StoreLockedError
+
+DEFAULT_STORE = Path(".harness") / "harness.duckdb"
+ENV_STORE = "HARNESS_STORE"
+_LOCK_RETRY_S = 15.0
+
+
+def default_store_path() -> Path:
+    return Path(os.environ.get(ENV_STORE) or DEFAULT_STORE)
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every migration, in order."""
+    root = importlib.resources.files("harness.store") / "migrations"
+    found = []
+    for entry in root.iterdir():
+        match = re.match(r"^(\d{4})_(\w+)\.sql$", entry.name)
+        if match:
+            found.append((int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
+    found.sort()
+    versions = [v for v, _, _ in found]
+    if versions != list(range(1, len(versions) + 1)):
+        raise RuntimeError(f"migrations must be numbered 1..n without gaps, found {versions}")
+    return found
+
+
+def schema_version() -> int:
+    return len(migrations())
+
+
+class Store:
+    """A DuckDB store file. Use `Store.writer(path)` to write, `Store.reader(path)` to read."""
+
+    def __init__(self, path: Path, *, read_only: bool):
+        self.path = Path(path)
+        self.read_only = read_only
+        self._lock_handle: IO[str] | None = None
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._depth = 0
+
+    # -- opening --------------------------------------------------------------
+
+    @classmethod
+    def writer(cls, path: str | Path | None = None) -> Store:
+        """Open for writing: take the writer lock and bring the schema up to date."""
+        store = cls(Path(path) if path else default_store_path(), read_only=False)
+        store.path.parent.mkdir(parents=True, exist_ok=True)
+        store._acquire_writer_lock()
+        try:
+            store._migrate()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    @classmethod
+    def reader(cls, path: str | Path | None = None) -> Store:
+        """Open read-only; works while another process is writing a run."""
+        store = cls(Path(path) if path else default_store_path(), read_only=True)
+        if not store.path.exists():
+            raise NotFoundError(
+                f"no store at {store.path}: run `harness eval` first, or point --store "
+                f"(or ${ENV_STORE}) at an existing store"
+            )
+        with store.connect() as con:
+            version = _current_version(con)
+        if version != schema_version():
+            newer = version > schema_version()
+            raise HarnessError(
+                f"store {store.path} has schema version {version}, this harness uses "
+                f"{schema_version()}: "
+                + ("it was written by a newer harness; upgrade the harness" if newer
+                   else "run any writing command (e.g. `harness eval`) once to upgrade it")
+            )
+        return store
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+        if self._lock_handle is not None:
+            fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the writer lock ------------------------------------------------------
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
+    def _acquire_writer_lock(self) -> None:
+        handle = open(self.lock_path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = _describe_holder(handle.read())
+            handle.close()
+            raise StoreLockedError(
+                f"store {self.path} is being written by {holder}; wait for it to finish, "
+                f"or write to another store with --store (or ${ENV_STORE})"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "command": " ".join(sys.argv),
+                    "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                }
+            )
+        )
+        handle.flush()
+        self._lock_handle = handle
+
+    # -- connections ----------------------------------------------------------
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for the duration of the block (re-entrant).
+
+        DuckDB allows one read-write process or several readers on a file; both sides
+        hold the file only briefly, so a conflict is retried for a few seconds."""
+        if self._con is not None:
+            self._depth += 1
+            try:
+                yield self._con
+            finally:
+                self._depth -= 1
+            return
+        deadline = time.monotonic() + _LOCK_RETRY_S
+        delay = 0.02
+        while True:
+            try:
+                self._con = duckdb.connect(str(self.path), read_only=self.read_only)
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise StoreLockedError(_explain_duckdb_lock(self.path, exc)) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+        try:
+            yield self._con
+        finally:
+            self._con.close()
+            self._con = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection inside BEGIN/COMMIT; rolled back if the block raises."""
+        if self.read_only:
+            raise RuntimeError("read-only store")
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Rows as dicts."""
+        with self.connect() as con:
+            cursor = con.execute(sql, params) if params is not None else con.execute(sql)
+            columns = [d[0] for d in cursor.description or ()]
+            return [dict(zip(columns, row)) for row in cursor.fetchall()]
+
+    def query_arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
+        with self.connect() as con:
+            cursor = con.execute(sql, params) if params is not None else con.execute(sql)
+            return cursor.fetch_arrow_table()
+
+    def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        with self.connect() as con:
+            row = (con.execute(sql, params) if params is not None else con.execute(sql)).fetchone()
+            return row[0] if row else None
+
+    # -- migrations -----------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self.connect() as con:
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
+            )
+            current = _current_version(con)
+            known = migrations()
+            if current > len(known):
+                raise HarnessError(
+                    f"store {self.path} has schema version {current}, newer than this harness "
+                    f"knows ({len(known)}); upgrade the harness"
+                )
+            for version, name, sql in known[current:]:
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    con.execute(sql)
+                    con.execute(
+                        "INSERT INTO schema_migrations VALUES (?, ?, now())", [version, name]
+                    )
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+                con.execute("COMMIT")
+
+
+def insert(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    rows: pa.Table | Mapping[str, Sequence[Any]],
+    *,
+    ignore_conflicts: bool = False,
+) -> int:
+    """Bulk-insert columns (by name) through Arrow; never row by row."""
+    data = rows if isinstance(rows, pa.Table) else pa.table(dict(rows))
+    if data.num_rows == 0:
+        return 0
+    name = f"_incoming_{table}"
+    con.register(name, data)
+    try:
+        verb = "INSERT OR IGNORE" if ignore_conflicts else "INSERT"
+        con.execute(f"{verb} INTO {table} BY NAME SELECT * FROM {name}")
+    finally:
+        con.unregister(name)
+    return data.num_rows
+
+
+def _current_version(con: duckdb.DuckDBPyConnection) -> int:
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
+    ).fetchone()
+    if not exists or not exists[0]:
+        return 0
+    row = con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _describe_holder(raw: str) -> str:
+    try:
+        info = json.loads(raw)
+        return (
+            f"PID {info['pid']} on {info['host']} (`{info['command']}`, since {info['since']})"
+        )
+    except (ValueError, KeyError, TypeError):
+        return "another process"
+
+
+def _explain_duckdb_lock(path: Path, exc: Exception) -> str:
+    match = re.search(r"PID (\d+)", str(exc))
+    holder = "another process"
+    if match:
+        pid = match.group(1)
+        holder = f"PID {pid}"
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            holder += f" (`{cmd}`)"
+        except OSError:
+            pass
+    return (
+        f"store {path} is locked by {holder}, which has it open for writing; "
+        "close that program or use another store with --store"
+    )
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,0 +1,174 @@
+"""Writing evaluation runs: their header, samples, results, errors and status."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from harness.scoring import ComponentError, ScoringResult
+from harness.store.core import Store, insert, utcnow
+from harness.types import Sample
+
+RESUMABLE = ("running", "failed")
+
+
+def find_resumable(store: Store, fingerprint: str) -> int | None:
+    """The newest unfinished run with this fingerprint. The caller holds the writer lock,
+    so a run still marked 'running' was interrupted."""
+    return store.scalar(
+        "SELECT run_id FROM runs WHERE fingerprint = ? AND status IN ('running', 'failed') "
+        "ORDER BY run_id DESC LIMIT 1",
+        [fingerprint],
+    )
+
+
+def create_run(
+    store: Store, header: Mapping[str, Any], samples: Sequence[Sample], prompts: Mapping[str, str]
+) -> int:
+    """Insert the run header and its samples in one transaction; returns the run id."""
+    with store.transaction() as con:
+        columns = {k: _jsonable(v) for k, v in header.items()}
+        names = ", ".join(columns)
+        marks = ", ".join("?" for _ in columns)
+        run_id = con.execute(
+            f"INSERT INTO runs ({names}) VALUES ({marks}) RETURNING run_id", list(columns.values())
+        ).fetchone()[0]
+        insert(
+            con,
+            "samples",
+            {
+                "run_id": [run_id] * len(samples),
+                "sample_id": [s.id for s in samples],
+                "position": list(range(len(samples))),
+                "instruction": [s.instruction for s in samples],
+                "input": [s.input for s in samples],
+                "refs": [list(s.references) for s in samples],
+                "tags": [list(s.tags) for s in samples],
+                "group_id": [s.group for s in samples],
+                "metadata": [json.dumps(dict(s.metadata)) for s in samples],
+                "prompt": [prompts[s.id] for s in samples],
+            },
+        )
+    return int(run_id)
+
+
+def mark_running(store: Store, run_id: int) -> None:
+    with store.transaction() as con:
+        con.execute("UPDATE runs SET status = 'running', error = NULL WHERE run_id = ?", [run_id])
+
+
+def save_results(store: Store, run_id: int, result: ScoringResult) -> None:
+    """Replace the run's scores, issues, failures and component errors in one transaction."""
+    with store.transaction() as con:
+        for table in ("sample_scores", "corpus_scores", "issues", "failures", "run_errors"):
+            con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+        for m in result.metrics:
+            insert(
+                con,
+                "sample_scores",
+                {
+                    "run_id": [run_id] * len(m.sample_ids),
+                    "sample_id": m.sample_ids,
+                    "metric": [m.name] * len(m.sample_ids),
+                    "value": [_finite_or_none(v) for v in m.values],
+                    "stats": [list(map(float, row)) for row in m.stats],
+                },
+            )
+        insert(
+            con,
+            "corpus_scores",
+            {
+                "run_id": [run_id] * len(result.metrics),
+                "metric": [m.name for m in result.metrics],
+                "value": [_finite_or_none(m.corpus) for m in result.metrics],
+                "ci_low": [_finite_or_none(m.ci_low) for m in result.metrics],
+                "ci_high": [_finite_or_none(m.ci_high) for m in result.metrics],
+                "confidence": [m.confidence for m in result.metrics],
+                "higher_is_better": [m.higher_is_better for m in result.metrics],
+                "target": [m.target for m in result.metrics],
+                "passed": [m.passed for m in result.metrics],
+                "sample_threshold": [m.sample_threshold for m in result.metrics],
+                "n": [len(m.sample_ids) for m in result.metrics],
+            },
+        )
+        issues = result.issues
+        insert(
+            con,
+            "issues",
+            {
+                "run_id": [run_id] * len(issues),
+                "sample_id": [i.sample_id for i in issues],
+                "detector": [i.detector for i in issues],
+                "kind": [i.kind for i in issues],
+                "severity": [i.severity for i in issues],
+                "message": [i.message for i in issues],
+                "span_start": [i.start for i in issues],
+                "span_end": [i.end for i in issues],
+                "data": [json.dumps(dict(i.data), default=str) for i in issues],
+            },
+        )
+        failures = sorted(result.failures.items())
+        insert(
+            con,
+            "failures",
+            {
+                "run_id": [run_id] * len(failures),
+                "sample_id": [sid for sid, _ in failures],
+                "reasons": [reasons for _, reasons in failures],
+            },
+        )
+        _insert_errors(con, run_id, result.errors)
+
+
+def record_errors(store: Store, run_id: int, errors: Sequence[ComponentError]) -> None:
+    if errors:
+        with store.transaction() as con:
+            _insert_errors(con, run_id, errors)
+
+
+def _insert_errors(con: Any, run_id: int, errors: Sequence[ComponentError]) -> None:
+    now = utcnow()
+    insert(
+        con,
+        "run_errors",
+        {
+            "run_id": [run_id] * len(errors),
+            "sample_id": [e.sample_id for e in errors],
+            "plugin": [e.plugin for e in errors],
+            "hook": [e.hook for e in errors],
+            "component": [e.component for e in errors],
+            "message": [e.message for e in errors],
+            "traceback": [e.traceback for e in errors],
+            "created_at": [now] * len(errors),
+        },
+    )
+
+
+def finish_run(
+    store: Store,
+    run_id: int,
+    status: str,
+    *,
+    error: str | None = None,
+    generation_s: float | None = None,
+    scoring_s: float | None = None,
+) -> None:
+    with store.transaction() as con:
+        con.execute(
+            "UPDATE runs SET status = ?, error = ?, finished_at = ?, "
+            "generation_s = coalesce(?, generation_s), scoring_s = coalesce(?, scoring_s) "
+            "WHERE run_id = ?",
+            [status, error, utcnow(), generation_s, scoring_s, run_id],
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, default=str)
+    return value
+
+
+def _finite_or_none(value: float) -> float | None:
+    value = float(value)
+    return value if value == value and value not in (float("inf"), float("-inf")) else None

@@ -218,7 +218,7 @@ class Store:
         with self.connect() as con:
             con.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
+                " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
             )
             current = _current_version(con)
             known = migrations()
@@ -299,4 +299,5 @@ def _explain_duckdb_lock(path: Path, exc: Exception) -> str:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    """Now, in UTC, without tzinfo: the store keeps TIMESTAMP columns in UTC."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)

@@ -1,4 +1,5 @@
 -- Evaluation runs: what was run, on which checkpoint, and everything it produced.
+-- Times are TIMESTAMP in UTC.
 
 CREATE SEQUENCE run_ids START 1;
 
@@ -31,8 +32,8 @@ CREATE TABLE runs (
     label            VARCHAR,
     status           VARCHAR NOT NULL,   -- running | completed | completed_with_errors | failed
     error            VARCHAR,
-    started_at       TIMESTAMPTZ NOT NULL,
-    finished_at      TIMESTAMPTZ,
+    started_at       TIMESTAMP NOT NULL,
+    finished_at      TIMESTAMP,
     generation_s     DOUBLE,
     scoring_s        DOUBLE
 );
@@ -60,7 +61,7 @@ CREATE TABLE generations (
     completion_tokens INTEGER NOT NULL,
     finish_reason     VARCHAR NOT NULL,
     latency_s         DOUBLE NOT NULL,
-    created_at        TIMESTAMPTZ NOT NULL
+    created_at        TIMESTAMP NOT NULL
 );
 
 -- Which cached generation a run used for each sample (draw 0 is the scored output).
@@ -79,7 +80,7 @@ CREATE TABLE loglikelihoods (
     checkpoint_hash VARCHAR NOT NULL,
     nll             DOUBLE NOT NULL,
     tokens          INTEGER NOT NULL,
-    created_at      TIMESTAMPTZ NOT NULL
+    created_at      TIMESTAMP NOT NULL
 );
 
 CREATE TABLE sample_scores (
@@ -136,5 +137,5 @@ CREATE TABLE run_errors (
     component  VARCHAR,
     message    VARCHAR NOT NULL,
     traceback  VARCHAR,
-    created_at TIMESTAMPTZ NOT NULL
+    created_at TIMESTAMP NOT NULL
 );

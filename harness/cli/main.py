@@ -1,0 +1,131 @@
+"""The root command, shared options and error handling."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from harness.errors import HarnessError
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@dataclass
+class CliState:
+    """Options given before the command name, shared by every command."""
+
+    store: Path | None = None
+    plugin_files: list[Path] = field(default_factory=list)
+    autoload: bool | None = None
+    console: Console = field(default_factory=lambda: Console())
+    err: Console = field(default_factory=lambda: Console(stderr=True))
+
+    def load_plugins(self, extra_files: Sequence[Path] = ()) -> Any:
+        from harness.plugin_manager import load_plugins
+
+        return load_plugins([*self.plugin_files, *extra_files], autoload=self.autoload)
+
+    def writer(self) -> Any:
+        from harness.store import Store
+
+        return Store.writer(self.store)
+
+    def reader(self) -> Any:
+        from harness.store import Store
+
+        return Store.reader(self.store)
+
+
+pass_state = click.make_pass_decorator(CliState)
+
+
+class HarnessGroup(click.Group):
+    """Turns HarnessError into one clear line and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except HarnessError as exc:
+            Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            Console(stderr=True).print(
+                "[yellow]interrupted[/]: finished work is stored; run the same command again to resume"
+            )
+            ctx.exit(130)
+
+
+@click.group(cls=HarnessGroup, context_settings=CONTEXT_SETTINGS)
+@click.option(
+    "--store",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="HARNESS_STORE",
+    help="DuckDB store file.  [env: HARNESS_STORE; default: .harness/harness.duckdb]",
+)
+@click.option(
+    "--plugin",
+    "plugin_files",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Load a plugin from a Python file (repeatable).",
+)
+@click.option(
+    "--no-autoload",
+    is_flag=True,
+    default=False,
+    help="Skip plugins installed under the 'harness' entry point.  "
+    "[env: HARNESS_DISABLE_PLUGIN_AUTOLOAD=1]",
+)
+@click.version_option(package_name="harness-loop", prog_name="harness")
+@click.pass_context
+def main(ctx: click.Context, store: Path | None, plugin_files: tuple[Path, ...], no_autoload: bool) -> None:
+    """Evaluate fine-tuned language models, cluster their errors, add targeted data,
+    retrain, and compare: every result in one DuckDB store.
+
+    \b
+    Quick start:
+      harness eval dictionary --model default     evaluate the default model
+      harness show latest                         read the report
+      harness loop dictionary --model default     run the improvement loop
+
+    Set HARNESS_TRACE=1 to print every plugin hook call.
+    """
+    _quiet_libraries()
+    ctx.obj = CliState(
+        store=store,
+        plugin_files=list(plugin_files),
+        autoload=False if no_autoload else None,
+    )
+
+
+def _quiet_libraries() -> None:
+    """Our progress bars replace the libraries' own; their errors still show. Set through
+    the environment so that commands that never load a model do not import transformers."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+def run() -> None:
+    main(prog_name="harness")
+
+
+def _register_commands() -> None:
+    from harness.cli import eval_commands
+
+    eval_commands.register(main)
+
+
+_register_commands()
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run())

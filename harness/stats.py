@@ -9,7 +9,7 @@ match uses McNemar's exact test.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,17 +22,45 @@ DEFAULT_RESAMPLES = 1000
 DEFAULT_CONFIDENCE = 0.95
 
 
+_CHUNK_ELEMENTS = 2_000_000
+"""Index draws held in memory at once: bounds memory for large runs (10,000 samples x
+1,000 resamples would otherwise be an 80 MB index array per system)."""
+
+
 def resample_indices(n: int, resamples: int, seed: int) -> np.ndarray:
     """Bootstrap indices (resamples, n), drawn as sacrebleu draws them for the same seed."""
     rng = np.random.default_rng(seed)
     return rng.choice(n, size=(resamples, n), replace=True)
 
 
-def resampled_scores(stats: np.ndarray, score: ScoreFn, indices: np.ndarray) -> np.ndarray:
-    """The score of each bootstrap resample."""
+def resample_counts(n: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """How often each sample is drawn in each resample, as chunks of shape (rows, n).
+
+    The draws are exactly those of `resample_indices` (numpy's generator yields the
+    same stream whether drawn at once or in row chunks), so results agree with
+    sacrebleu's for the same seed, while memory stays bounded."""
+    rng = np.random.default_rng(seed)
+    rows = max(1, _CHUNK_ELEMENTS // max(n, 1))
+    done = 0
+    while done < resamples:
+        take = min(rows, resamples - done)
+        indices = rng.choice(n, size=(take, n), replace=True)
+        flat = (np.arange(take)[:, None] * n + indices).ravel()
+        yield np.bincount(flat, minlength=take * n).reshape(take, n).astype(float)
+        done += take
+
+
+def resampled_totals(stats: np.ndarray, resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """Summed statistics (rows, k) of each bootstrap resample, chunk by chunk."""
     stats = np.asarray(stats, dtype=float)
-    totals = stats[indices].sum(axis=1)  # (resamples, k)
-    return np.asarray(score(totals), dtype=float)
+    for counts in resample_counts(len(stats), resamples, seed):
+        yield counts @ stats
+
+
+def bootstrap_scores(stats: np.ndarray, score: ScoreFn, *, resamples: int, seed: int) -> np.ndarray:
+    """The score of each of `resamples` bootstrap resamples (the draws of `resample_indices`)."""
+    parts = [np.asarray(score(t), dtype=float).reshape(len(t)) for t in resampled_totals(stats, resamples, seed)]
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def bootstrap_ci(
@@ -48,7 +76,7 @@ def bootstrap_ci(
     if len(stats) < 2:
         value = float(score(stats.sum(axis=0))) if len(stats) else float("nan")
         return value, value
-    scores = resampled_scores(stats, score, resample_indices(len(stats), resamples, seed))
+    scores = bootstrap_scores(stats, score, resamples=resamples, seed=seed)
     scores = scores[np.isfinite(scores)]
     if not len(scores):
         return float("nan"), float("nan")
@@ -92,7 +120,13 @@ def paired_bootstrap(
     """Paired bootstrap test of b against a (two-sided), as sacrebleu computes it.
 
     p = (#{ |d*| - mean|d*| > |d| } + 1) / (resamples + 1), where d* are the resampled
-    differences and d the observed one. Identical systems give p = 1."""
+    differences and d the observed one; both systems are resampled with the same
+    indices, drawn as sacrebleu draws them for the same seed (sacrebleu's default seed
+    is 12345, read from SACREBLEU_SEED).
+
+    One deliberate departure: when the two systems have identical statistics on every
+    sample, every d* is 0 and sacrebleu's formula gives p = 1 / (resamples + 1), calling
+    a system significantly different from itself; here that case gives p = 1."""
     stats_a = np.asarray(stats_a, dtype=float)
     stats_b = np.asarray(stats_b, dtype=float)
     if stats_a.shape != stats_b.shape:
@@ -103,20 +137,39 @@ def paired_bootstrap(
     observed = score_b - score_a
     if n < 2:
         return PairedTest("paired bootstrap", score_a, score_b, observed, 1.0, observed, observed, float("nan"), n)
-    indices = resample_indices(n, resamples, seed)
-    boot_a = resampled_scores(stats_a, score, indices)
-    boot_b = resampled_scores(stats_b, score, indices)
-    diffs = boot_b - boot_a
-    sample_diffs = np.abs(diffs)
-    centred = sample_diffs - sample_diffs.mean()
-    p_value = (np.sum(centred > abs(observed)) + 1) / (resamples + 1)
+    boot_a_parts, boot_b_parts = [], []
+    for counts in resample_counts(n, resamples, seed):
+        boot_a_parts.append(np.asarray(score(counts @ stats_a), dtype=float).reshape(len(counts)))
+        boot_b_parts.append(np.asarray(score(counts @ stats_b), dtype=float).reshape(len(counts)))
+    boot_a = np.concatenate(boot_a_parts)
+    diffs = np.concatenate(boot_b_parts) - boot_a
+    diffs = diffs[np.isfinite(diffs)]
+    if np.array_equal(stats_a, stats_b) or not len(diffs):
+        p_value = 1.0
+    else:
+        sample_diffs = np.abs(diffs)
+        centred = sample_diffs - sample_diffs.mean()
+        p_value = float((np.sum(centred > abs(observed)) + 1) / (len(diffs) + 1))
     alpha = (1 - confidence) / 2
-    low, high = np.quantile(diffs, [alpha, 1 - alpha])
-    # The spread of the difference under resampling gives the detectable effect.
-    mde = float((scipy_stats.norm.ppf(0.975) + scipy_stats.norm.ppf(0.8)) * np.std(diffs, ddof=1))
+    low, high = np.quantile(diffs, [alpha, 1 - alpha]) if len(diffs) else (float("nan"),) * 2
     return PairedTest(
-        "paired bootstrap", score_a, score_b, observed, float(p_value), float(low), float(high), mde, n
+        "paired bootstrap", score_a, score_b, observed, p_value, float(low), float(high),
+        bootstrap_mde(diffs, boot_a), n,
     )
+
+
+def bootstrap_mde(diffs: np.ndarray, boot_a: np.ndarray, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest difference a two-sided test at `alpha` detects with `power`, from the
+    bootstrap spread of the paired difference: (z_(1-alpha/2) + z_power) * sd(d*).
+
+    Identical systems have no spread in their difference; their figure assumes the two
+    systems' errors independent, sd = sqrt(2) * sd(score_a*), an upper bound."""
+    z = scipy_stats.norm.ppf(1 - alpha / 2) + scipy_stats.norm.ppf(power)
+    spread = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0
+    if spread == 0.0:
+        finite = boot_a[np.isfinite(boot_a)]
+        spread = float(np.sqrt(2) * np.std(finite, ddof=1)) if len(finite) > 1 else float("nan")
+    return float(z * spread)
 
 
 def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> PairedTest:

@@ -94,12 +94,18 @@ def item(
 class MockOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    respond: str = "echo"
-    """echo: repeat the prompt's last line; reference: answer with metadata['answer'] if set."""
+
+def echo_input(prompt: str) -> str:
+    """The text under `### Input:` of an instruction prompt (else the prompt's last line)."""
+    if "### Input:\n" in prompt:
+        return prompt.split("### Input:\n", 1)[1].split("\n\n### Response:", 1)[0].strip()
+    lines = [line for line in prompt.strip().splitlines() if line.strip() and not line.startswith("###")]
+    return lines[-1] if lines else ""
 
 
 class MockBackend(Backend):
-    """A backend without a model: answers come from `MockBackend.responder(prompt)`.
+    """A backend without a model: answers come from `MockBackend.responder(prompt)`
+    (by default: echo the prompt's input).
 
     Set `MockBackend.responder` (a class attribute) in a test to control outputs. Every
     call is counted in `MockBackend.calls` so tests can check what was generated."""
@@ -107,7 +113,7 @@ class MockBackend(Backend):
     name = "mock"
     description = "answers from a Python function; for tests"
     Options = MockOptions
-    responder: Callable[[str], str] = staticmethod(lambda prompt: prompt.strip().splitlines()[-1])
+    responder: Callable[[str], str] = staticmethod(echo_input)
     calls: list[str] = []
 
     @property

@@ -60,6 +60,13 @@ def model_options(fn: Any) -> Any:
 @click.option("--max-new-tokens", type=click.IntRange(min=1), help="Override the suite's max_new_tokens.")
 @click.option("--label", help="A note stored with the run (shown by `harness runs`).")
 @click.option("--new", "new_run", is_flag=True, help="Start a new run even if an identical one was interrupted.")
+@click.option(
+    "--commit-every",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Commit generations to the store every N prompts (the most an interruption loses).",
+)
 @click.option("--report/--no-report", default=True, show_default=True, help="Print the run report at the end.")
 @click.option(
     "--check-targets",
@@ -79,6 +86,7 @@ def eval_command(
     max_new_tokens: int | None,
     label: str | None,
     new_run: bool,
+    commit_every: int,
     report: bool,
     check_targets: bool,
 ) -> None:
@@ -108,7 +116,12 @@ def eval_command(
         options=parse_options(backend_options, "--backend-option"),
     )
     options = EvalOptions(
-        limit=limit, seed=seed, max_new_tokens=max_new_tokens, label=label, resume=not new_run
+        limit=limit,
+        seed=seed,
+        max_new_tokens=max_new_tokens,
+        label=label,
+        resume=not new_run,
+        chunk_size=commit_every,
     )
     reporter = RichReporter(state.err)
     with state.writer() as store:

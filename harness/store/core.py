@@ -204,8 +204,8 @@ class Store:
 
     def query_arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
         with self.connect() as con:
-            cursor = con.execute(sql, params) if params is not None else con.execute(sql)
-            return cursor.fetch_arrow_table()
+            relation = con.sql(sql, params=params) if params is not None else con.sql(sql)
+            return fetch_arrow(relation)
 
     def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
         with self.connect() as con:
@@ -259,6 +259,12 @@ def insert(
     finally:
         con.unregister(name)
     return data.num_rows
+
+
+def fetch_arrow(relation: duckdb.DuckDBPyRelation) -> pa.Table:
+    """A relation as an Arrow table (DuckDB 2 renamed `arrow()` to `to_arrow_table()`)."""
+    fetch = getattr(relation, "to_arrow_table", None) or relation.arrow
+    return fetch()
 
 
 def _current_version(con: duckdb.DuckDBPyConnection) -> int:

@@ -66,6 +66,11 @@ class HFBackend(Backend):
             raise ConfigError(
                 f"{self.model_dir} is a peft adapter, not a model; use --model BASE --adapter {self.model_dir}"
             )
+        if not opts.allow_pickle and not any(self.model_dir.glob("*.safetensors")):
+            raise ConfigError(
+                f"{self.model_dir} has no .safetensors weights; pickle weights (.bin) can run code "
+                "when loaded. Convert the checkpoint, or pass -o allow_pickle=true if you trust it"
+            )
         self.adapter_dir = checkpoints.resolve_adapter_dir(spec.adapter) if spec.adapter else None
         self.device = _pick_device(opts.device)
         self.dtype = _pick_dtype(opts.dtype, self.device)

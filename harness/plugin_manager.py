@@ -38,6 +38,13 @@ ENV_TRACE = "HARNESS_TRACE"
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "harness.plugins.backends.hf",
     "harness.plugins.metrics",
+    "harness.plugins.clustering",
+    "harness.plugins.detectors.repetition",
+    "harness.plugins.detectors.length",
+    "harness.plugins.detectors.grounding",
+    "harness.plugins.detectors.self_consistency",
+    "harness.plugins.detectors.misspelling",
+    "harness.plugins.detectors.inconsistency",
 )
 """Modules of the built-in plugins, registered through the same hooks as any other."""
 

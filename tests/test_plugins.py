@@ -252,3 +252,104 @@ def test_every_hook_has_a_test() -> None:
     sources = "\n".join(p.read_text() for p in TESTS.rglob("test_*.py"))
     untested = [name for name in specs if not re.search(rf"\b{name}\b", sources)]
     assert not untested, f"hooks without a test: {untested}"
+
+
+class EveryKindPlugin:
+    """A third-party plugin that registers one component of every kind."""
+
+    @staticmethod
+    @hookimpl
+    def harness_register_backends(registry: Registry) -> None:
+        from harness.testing import MockBackend
+
+        class EchoBackend(MockBackend):
+            name = "echo3"
+
+        registry.add_backend(EchoBackend)
+
+    @staticmethod
+    @hookimpl
+    def harness_register_featurizers(registry: Registry) -> None:
+        import numpy as np
+
+        from harness.components import Featurizer
+
+        class Lengths(Featurizer):
+            name = "lengths"
+
+            def featurize(self, failures, args):
+                return np.array([[len(f.generation.text)] for f in failures], dtype=float)
+
+        registry.add_featurizer(Lengths())
+
+    @staticmethod
+    @hookimpl
+    def harness_register_clusterers(registry: Registry) -> None:
+        import numpy as np
+
+        from harness.components import Clusterer
+
+        class Halves(Clusterer):
+            name = "halves"
+
+            def cluster(self, features, args):
+                return (features[:, 0] > np.median(features[:, 0])).astype(int)
+
+        registry.add_clusterer(Halves())
+
+    @staticmethod
+    @hookimpl
+    def harness_register_data_sources(registry: Registry) -> None:
+        from harness.components import DataSource
+        from harness.types import TrainingExample
+
+        class Constant(DataSource):
+            name = "constant"
+
+            def gather(self, request, args):
+                return [TrainingExample("Say hi.", "", "hi", source="constant")] * request.budget
+
+        registry.add_data_source(Constant())
+
+    @staticmethod
+    @hookimpl
+    def harness_register_trainers(registry: Registry) -> None:
+        from harness.components import Trainer
+
+        class NoOp(Trainer):
+            name = "noop"
+
+            def train(self, base, train, validation, output_dir, args, *, prompt, progress=None):
+                raise RuntimeError("not for training")
+
+        registry.add_trainer(NoOp())
+
+    @staticmethod
+    @hookimpl
+    def harness_register_reports(registry: Registry) -> None:
+        from harness.components import ReportView
+
+        class Count(ReportView):
+            name = "count"
+
+            def build(self, queries, **params):
+                return queries.runs()
+
+        registry.add_report(Count())
+
+
+def test_every_registration_hook_adds_a_third_party_component() -> None:
+    """harness_register_backends, _featurizers, _clusterers, _data_sources, _trainers and
+    _reports each accept a third-party component alongside the built-ins."""
+    plugins = load_plugins(autoload=False, extra=[(EveryKindPlugin(), "every_kind")])
+    registry = plugins.registry
+    added = {
+        ("backend", "echo3"), ("featurizer", "lengths"), ("clusterer", "halves"),
+        ("data_source", "constant"), ("trainer", "noop"), ("report", "count"),
+    }
+    for kind, name in added:
+        entry = registry.get(kind, name)
+        assert entry.plugin.name == "every_kind" and entry.plugin.source == "direct"
+    # Built-ins of each kind are still there beside them.
+    for kind in ("backend", "featurizer", "clusterer", "data_source", "trainer", "report"):
+        assert any(e.plugin.source == "builtin" for e in registry.entries(kind)), kind

@@ -46,6 +46,22 @@ _EXPORTS: dict[str, str] = {
     "EvalOptions": "harness.evaluate",
     "RunSummary": "harness.evaluate",
     "Store": "harness.store",
+    # reports: the query layer and the document model views build
+    "Queries": "harness.queries",
+    "Document": "harness.document",
+    "Section": "harness.document",
+    "Table": "harness.document",
+    "Column": "harness.document",
+    "Text": "harness.document",
+    "Highlight": "harness.document",
+    "Badge": "harness.document",
+    "KeyValues": "harness.document",
+    "Paragraph": "harness.document",
+    "Notice": "harness.document",
+    "Record": "harness.document",
+    "BarChart": "harness.document",
+    "Spark": "harness.document",
+    "Interval": "harness.document",
     # errors
     "HarnessError": "harness.errors",
     "ConfigError": "harness.errors",
@@ -94,10 +110,27 @@ if TYPE_CHECKING:
         StoreLockedError,
         UnknownComponentError,
     )
+    from harness.document import (
+        BarChart,
+        Badge,
+        Column,
+        Document,
+        Highlight,
+        Interval,
+        KeyValues,
+        Notice,
+        Paragraph,
+        Record,
+        Section,
+        Spark,
+        Table,
+        Text,
+    )
     from harness.evaluate import EvalOptions, RunSummary, evaluate
     from harness.hookspecs import hookimpl
     from harness.plugin_manager import load_plugins
     from harness.prompts import PromptConfig, instruction_prompt
+    from harness.queries import Queries
     from harness.registry import Registry
     from harness.store import Store
     from harness.suite import Suite, load_suite

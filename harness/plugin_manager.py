@@ -45,6 +45,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "harness.plugins.detectors.self_consistency",
     "harness.plugins.detectors.misspelling",
     "harness.plugins.detectors.inconsistency",
+    "harness.reports.run", "harness.reports.compare",
 )
 """Modules of the built-in plugins, registered through the same hooks as any other."""
 

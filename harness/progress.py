@@ -21,7 +21,7 @@ Advance = Callable[[int], None]
 
 
 class Reporter(Protocol):
-    def task(self, description: str, total: int) -> Iterator[Advance]:
+    def task(self, description: str, total: int | None) -> Iterator[Advance]:
         """A context manager yielding a function that advances the task by n units."""
         ...
 
@@ -32,7 +32,7 @@ class NullReporter:
     """Reports nothing (the default for library calls and tests)."""
 
     @contextmanager
-    def task(self, description: str, total: int) -> Iterator[Advance]:
+    def task(self, description: str, total: int | None) -> Iterator[Advance]:
         yield lambda n: None
 
     def log(self, message: str) -> None:
@@ -46,7 +46,7 @@ class RichReporter:
         self.console = console
 
     @contextmanager
-    def task(self, description: str, total: int) -> Iterator[Advance]:
+    def task(self, description: str, total: int | None) -> Iterator[Advance]:
         columns = [
             SpinnerColumn(),
             TextColumn("[progress.description]{task.description}"),

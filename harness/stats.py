@@ -59,7 +59,10 @@ def resampled_totals(stats: np.ndarray, resamples: int, seed: int) -> Iterator[n
 
 def bootstrap_scores(stats: np.ndarray, score: ScoreFn, *, resamples: int, seed: int) -> np.ndarray:
     """The score of each of `resamples` bootstrap resamples (the draws of `resample_indices`)."""
-    parts = [np.asarray(score(t), dtype=float).reshape(len(t)) for t in resampled_totals(stats, resamples, seed)]
+    parts = [
+        np.asarray(score(totals), dtype=float).reshape(len(totals))
+        for totals in resampled_totals(stats, resamples, seed)
+    ]
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
@@ -158,7 +161,9 @@ def paired_bootstrap(
     )
 
 
-def bootstrap_mde(diffs: np.ndarray, boot_a: np.ndarray, alpha: float = 0.05, power: float = 0.8) -> float:
+def bootstrap_mde(
+    diffs: np.ndarray, boot_a: np.ndarray, alpha: float = 0.05, power: float = 0.8
+) -> float:
     """Smallest difference a two-sided test at `alpha` detects with `power`, from the
     bootstrap spread of the paired difference: (z_(1-alpha/2) + z_power) * sd(d*).
 

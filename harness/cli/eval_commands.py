@@ -136,7 +136,7 @@ def eval_command(
         from harness.reporting import show_report
 
         with state.reader() as store:
-            show_report(store, "run", console=state.console, run=summary.run_id)
+            show_report(store, "run", console=state.console, plugins=plugins, run=summary.run_id)
     exit_code = 0
     if summary.errors:
         state.err.print(

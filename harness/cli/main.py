@@ -119,9 +119,15 @@ def run() -> None:
 
 
 def _register_commands() -> None:
-    from harness.cli import eval_commands
+    from harness.cli import (
+        cluster_commands,
+        eval_commands,
+        new_commands,
+        report_commands,
+    )
 
-    eval_commands.register(main)
+    for module in (eval_commands, report_commands, cluster_commands, new_commands):
+        module.register(main)
 
 
 _register_commands()

@@ -207,10 +207,12 @@ class Store:
             relation = con.sql(sql, params=params) if params is not None else con.sql(sql)
             return fetch_arrow(relation)
 
-    def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+    def scalar(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> Any:
         with self.connect() as con:
-            row = (con.execute(sql, params) if params is not None else con.execute(sql)).fetchone()
-            return row[0] if row else None
+            # fetchall, not fetchone: a half-read result blocks the next query on a shared
+            # connection in DuckDB 2.
+            rows = (con.execute(sql, params) if params is not None else con.execute(sql)).fetchall()
+            return rows[0][0] if rows else None
 
     # -- migrations -----------------------------------------------------------
 

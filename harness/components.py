@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from harness.datasources import DataRequest
     from harness.document import Document
     from harness.queries import Queries
+    from harness.suite import Suite
     from harness.training import TrainingOutcome
 
 Progress = Callable[[int], None]
@@ -189,6 +190,10 @@ class DataSource(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     Args: ClassVar[type[BaseModel]] = NoArgs
+
+    def preflight(self, suite: Suite, args: BaseModel) -> None:
+        """Check what the source needs (its pool file, its model) before anything is
+        written; raise a HarnessError naming the problem. Nothing to check by default."""
 
     @abstractmethod
     def gather(self, request: DataRequest, args: BaseModel) -> list[TrainingExample]:

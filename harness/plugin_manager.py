@@ -45,7 +45,13 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "harness.plugins.detectors.self_consistency",
     "harness.plugins.detectors.misspelling",
     "harness.plugins.detectors.inconsistency",
-    "harness.reports.run", "harness.reports.compare",
+    "harness.reports.run",
+    "harness.reports.compare",
+    "harness.reports.history",
+    "harness.plugins.data_sources.pool",
+    "harness.plugins.data_sources.augment",
+    "harness.plugins.data_sources.teacher",
+    "harness.plugins.data_sources.annotate",
 )
 """Modules of the built-in plugins, registered through the same hooks as any other."""
 

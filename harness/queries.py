@@ -269,6 +269,56 @@ class ClusterSummary:
     """Representative sample ids, nearest the centre first."""
 
 
+@dataclass(frozen=True)
+class LoopInfo:
+    """A loop's settings and outcome."""
+
+    loop_id: int
+    suite_name: str
+    guard_suite: str | None
+    base_model: str
+    config: dict[str, Any]
+    output_dir: str
+    status: str
+    final_iteration: int | None
+    stop_reason: str | None
+    started_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class IterationInfo:
+    """One iteration of a loop, with the figures the history report shows."""
+
+    iteration: int
+    step: str
+    checkpoint: dict[str, Any]
+    eval_run_id: int | None
+    guard_run_id: int | None
+    clustering_id: int | None
+    manifest_hash: str | None
+    training_id: int | None
+    compared_to: int | None
+    comparison: dict[str, Any]
+    decision: str | None
+    reason: str | None
+    accepted: bool | None
+    tokens_trained: int | None
+    tokens_evaluated: int | None
+    cost: dict[str, Any]
+    started_at: datetime
+    finished_at: datetime | None
+    main_value: float | None = None
+    main_ci: tuple[float | None, float | None] = (None, None)
+    guard_value: float | None = None
+    failing: int | None = None
+    clusters: int | None = None
+    rows_added: int | None = None
+    rows_total: int | None = None
+    training_seconds: float | None = None
+    training_steps: int | None = None
+
+
 # ---------------------------------------------------------------------------
 # Queries
 # ---------------------------------------------------------------------------
@@ -644,6 +694,82 @@ class Queries:
                 "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
             )
         )
+
+    # -- loops ----------------------------------------------------------------------
+
+    def resolve_loop(self, ref: str | int) -> int:
+        """A loop id from an id, 'latest' or 'latest~N'; unknown loops are errors."""
+        text = str(ref).strip()
+        if not self.has_table("loops"):
+            raise NotFoundError(f"store {self.store.path} has no loops: run `harness loop` first")
+        match = _LATEST.match(text)
+        if match:
+            loop_id = self._scalar(
+                "SELECT loop_id FROM loops ORDER BY loop_id DESC LIMIT 1 OFFSET ?", [int(match.group(1) or 0)]
+            )
+            if loop_id is None:
+                raise NotFoundError(f"store {self.store.path} has no loops (that far back): run `harness loop`")
+            return int(loop_id)
+        if not text.isdigit():
+            raise ConfigError(f"{text!r} is not a loop: give a loop id, 'latest' or 'latest~N'")
+        if not self._scalar("SELECT count(*) FROM loops WHERE loop_id = ?", [int(text)]):
+            known = [r["loop_id"] for r in self.store.query("SELECT loop_id FROM loops ORDER BY 1 DESC LIMIT 5")]
+            raise NotFoundError(
+                f"no loop {text} in store {self.store.path}"
+                + (f": the newest are {', '.join(map(str, known))}" if known else ": it has no loops yet")
+            )
+        return int(text)
+
+    def loop(self, ref: str | int) -> LoopInfo:
+        loop_id = self.resolve_loop(ref)
+        row = self.store.query(
+            "SELECT loop_id, suite_name, guard_suite, base_model, config, output_dir, status, final_iteration, "
+            "stop_reason, started_at, finished_at FROM loops WHERE loop_id = ?",
+            [loop_id],
+        )[0]
+        row["config"] = json.loads(row["config"]) if row["config"] else {}
+        return LoopInfo(**row)
+
+    def loops(self, limit: int = 20) -> list[LoopInfo]:
+        if not self.has_table("loops"):
+            return []
+        ids = [r["loop_id"] for r in self.store.query("SELECT loop_id FROM loops ORDER BY 1 DESC LIMIT ?", [limit])]
+        return [self.loop(i) for i in ids]
+
+    def iterations(self, loop_id: int) -> list[IterationInfo]:
+        """Every iteration of a loop with its main metric, guard metric, failures,
+        clusters, data and training figures."""
+        rows = self.store.query(
+            """
+            SELECT i.*,
+                   ms.value AS main_value, ms.ci_low AS main_low, ms.ci_high AS main_high,
+                   gs.value AS guard_value,
+                   (SELECT count(*) FROM failures f WHERE f.run_id = i.eval_run_id) AS failing,
+                   (SELECT count(*) FROM clusters c WHERE c.clustering_id = i.clustering_id AND c.cluster_id >= 0)
+                       AS clusters,
+                   d.n_added AS rows_added, d.n_rows AS rows_total,
+                   t.wall_time_s AS training_seconds, t.steps AS training_steps
+            FROM iterations i
+            LEFT JOIN runs r ON r.run_id = i.eval_run_id
+            LEFT JOIN corpus_scores ms ON ms.run_id = i.eval_run_id AND ms.metric = r.main_metric
+            LEFT JOIN runs gr ON gr.run_id = i.guard_run_id
+            LEFT JOIN corpus_scores gs ON gs.run_id = i.guard_run_id AND gs.metric = gr.main_metric
+            LEFT JOIN datasets d ON d.manifest_hash = i.manifest_hash
+            LEFT JOIN training_runs t ON t.training_id = i.training_id
+            WHERE i.loop_id = ?
+            ORDER BY i.iteration
+            """,
+            [loop_id],
+        )
+        out = []
+        known = IterationInfo.__dataclass_fields__
+        for row in rows:
+            for key in ("checkpoint", "comparison", "cost"):
+                raw = row.get(key)
+                row[key] = json.loads(raw) if isinstance(raw, str) else (raw or {})
+            row["main_ci"] = (row.pop("main_low"), row.pop("main_high"))
+            out.append(IterationInfo(**{k: v for k, v in row.items() if k in known}))
+        return out
 
     # -- ad-hoc SQL ---------------------------------------------------------------
 

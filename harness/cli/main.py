@@ -121,12 +121,13 @@ def run() -> None:
 def _register_commands() -> None:
     from harness.cli import (
         cluster_commands,
+        data_commands,
         eval_commands,
         new_commands,
         report_commands,
     )
 
-    for module in (eval_commands, report_commands, cluster_commands, new_commands):
+    for module in (eval_commands, report_commands, cluster_commands, data_commands, new_commands):
         module.register(main)
 
 

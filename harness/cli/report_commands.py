@@ -170,6 +170,46 @@ def compare_command(
     )
 
 
+@click.command("history", context_settings=CONTEXT_SETTINGS)
+@click.argument("loop", default="latest")
+@output_options
+@click.option("--list", "list_loops", is_flag=True, help="List the loops instead.")
+@pass_state
+def history_command(state: CliState, loop: str, format_: str, output: Path | None, list_loops: bool) -> None:
+    """Show the history of LOOP (a loop id, 'latest' or 'latest~N'): every iteration's
+    metrics, issues, clusters, data, tokens, cost and decision, with trend lines and the
+    change from iteration 0 to the checkpoint the loop kept.
+
+    \b
+    Examples:
+      harness history                       the latest loop
+      harness history 3 --format html       ./harness-reports/loop-3.html
+      harness history --list                every loop
+    """
+    if list_loops:
+        from rich.table import Table as RichTable
+
+        from harness.queries import Queries
+
+        with state.reader() as store:
+            loops = Queries(store).loops()
+        if not loops:
+            state.console.print("no loops yet: try `harness loop dictionary --model default`")
+            return
+        table = RichTable(title="loops", title_justify="left")
+        for column in ("id", "suite", "status", "kept", "stopped", "started"):
+            table.add_column(column)
+        for info in loops:
+            table.add_row(
+                str(info.loop_id), info.suite_name, info.status,
+                str(info.final_iteration) if info.final_iteration is not None else "-",
+                info.stop_reason or "-", f"{info.started_at:%Y-%m-%d %H:%M}",
+            )
+        state.console.print(table)
+        return
+    _report(state, "history", format_, output, loop=loop)
+
+
 @click.command("sql", context_settings=CONTEXT_SETTINGS)
 @click.argument("query")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
@@ -244,5 +284,5 @@ def _csv_value(value: Any) -> Any:
 
 
 def register(group: click.Group) -> None:
-    for command in (show_command, compare_command, sql_command):
+    for command in (show_command, compare_command, history_command, sql_command):
         group.add_command(command)

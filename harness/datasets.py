@@ -1,0 +1,771 @@
+"""Versioned training datasets: build one for a run's clusters of failures, store it, load it.
+
+A dataset is the full list of training rows at one point of the loop: its parent's rows
+followed by the rows added for this iteration. It is content-addressed: its hash is the
+sha256 of its JSONL file, one canonical JSON object per row (sorted keys, no extra
+spaces, UTF-8, each line ending in a newline), so `sha256sum <hash>.jsonl` prints the
+hash back. Each line is a valid training row (`harness.suite.TrainRowModel`:
+instruction, input, output, source, and `metadata` holding the row's cluster and
+provenance), so a dataset file can serve as a pool or as augmentation seeds.
+
+The manifest (the `datasets` table) records the parent, the run and clustering it was
+built for, the selection (targeted, random or import), the rows added per source and per
+cluster, what curation dropped and why, and the eval suites (names and hashes) it was
+decontaminated against. The same inputs give the same rows and therefore the same hash:
+sources are seeded, and everything whose order does not matter is sorted.
+
+How the budget is split: each group of failures (every cluster, and the unclustered
+failures as one more group) gets budget x size / failures rows, rounded down; the rows
+that rounding leaves over go one each to the groups with the largest remainders (ties:
+larger groups first, the unclustered group last), so the shares always add up to the
+budget. Each source is asked for its share plus `overfetch` (50% by default) more, so
+that rows curation drops are replaced by the next best, and each group keeps the first
+`share` rows that survive. A group still short of its share, whose source returned all
+it was asked for, is asked again for twice as many (at most twice more), since curation
+may drop many rows (e.g. rows another cluster took first, or rows already in the
+parent); a group can end up short when its source runs dry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.clustering import UNCLUSTERED, Cluster, latest_clustering, load_clusters, load_failures
+from harness.curation import CurationResult, EvalIndex, build_eval_index, content_hash, curate
+from harness.errors import ConfigError, HarnessError, NotFoundError, PluginError
+from harness.progress import NullReporter, Reporter
+from harness.store import Store, insert
+from harness.store.core import utcnow
+from harness.suite import Suite, builtin_suites, load_suite, validate_args
+from harness.types import Sample, TrainingExample
+
+if TYPE_CHECKING:
+    from harness.components import Backend
+    from harness.embedding import Embedder
+    from harness.registry import Registry
+    from harness.types import ModelSpec
+
+SELECTIONS = ("targeted", "random", "import")
+TOP_UP_ROUNDS = 2
+"""How many times a cluster left short of its share by curation is asked again, for
+twice as many rows each time."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A stored dataset: its rows and how they came to be."""
+
+    hash: str
+    rows: tuple[TrainingExample, ...]
+    n_added: int
+    selection: str
+    parent: str | None = None
+    run_id: int | None = None
+    clustering_id: int | None = None
+    sources: Mapping[str, int] = field(default_factory=dict)
+    """Source -> rows added."""
+    cluster_counts: Mapping[str, int] = field(default_factory=dict)
+    """Cluster id (as text; '-1' is the unclustered group) -> rows added."""
+    dropped: Mapping[str, int] = field(default_factory=dict)
+    """Reason -> candidates dropped (by curation, or by the source itself)."""
+    decontaminated_against: tuple[Mapping[str, str], ...] = ()
+    """The eval suites the new rows were checked against: {name, hash} each."""
+    path: str | None = None
+    created_at: datetime | None = None
+
+    @property
+    def manifest_hash(self) -> str:
+        """The same as `hash` (the name of its column in the store)."""
+        return self.hash
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.rows)
+
+    @property
+    def added(self) -> tuple[TrainingExample, ...]:
+        return self.rows[len(self.rows) - self.n_added :]
+
+    @property
+    def eval_items(self) -> list[str]:
+        """'suite:sample_id' of rows that are corrections of eval items (annotation imports)."""
+        found = []
+        for row in self.rows:
+            own = row.provenance.get("eval_sample")
+            if isinstance(own, Mapping):
+                found.append(f"{own.get('suite')}:{own.get('id')}")
+        return sorted(set(found))
+
+
+# ---------------------------------------------------------------------------
+# Rows as canonical JSON
+# ---------------------------------------------------------------------------
+
+
+def row_record(example: TrainingExample) -> dict[str, Any]:
+    """A row as written to the dataset file (a valid TrainRowModel)."""
+    return {
+        "instruction": example.instruction,
+        "input": example.input,
+        "output": example.output,
+        "source": example.source,
+        "metadata": {"cluster": example.cluster, "provenance": dict(example.provenance)},
+    }
+
+
+def canonical_line(example: TrainingExample) -> str:
+    return json.dumps(row_record(example), sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def dataset_hash(rows: Sequence[TrainingExample]) -> str:
+    """sha256 of the dataset file the rows make."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(canonical_line(row).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def example_from_record(record: Mapping[str, Any]) -> TrainingExample:
+    metadata = record.get("metadata") or {}
+    return TrainingExample(
+        instruction=record.get("instruction", ""),
+        input=record.get("input", ""),
+        output=record["output"],
+        source=record.get("source", ""),
+        cluster=metadata.get("cluster"),
+        provenance=metadata.get("provenance") or {},
+    )
+
+
+def _canonical(example: TrainingExample, where: str) -> TrainingExample:
+    """The row as it will read back from JSON (tuples become lists, keys text), or an
+    error when its provenance cannot be written as JSON."""
+    try:
+        provenance = json.loads(json.dumps(dict(example.provenance), sort_keys=True, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise HarnessError(f"{where}: a row's provenance cannot be written as JSON: {exc}") from None
+    return replace(example, provenance=provenance)
+
+
+def read_dataset_file(path: Path) -> list[TrainingExample]:
+    """The rows of a dataset file (as written by `save_manifest`); errors give file and line."""
+    from harness.suite import TrainRowModel, read_jsonl
+
+    rows = []
+    for _, row in read_jsonl(Path(path), TrainRowModel):
+        rows.append(example_from_record(row.model_dump()))
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# Storing and loading manifests
+# ---------------------------------------------------------------------------
+
+
+def default_dataset_path(store: Store, digest: str) -> Path:
+    """`datasets/<hash>.jsonl` beside the store file (.harness/datasets/ by default)."""
+    return store.path.parent / "datasets" / f"{digest}.jsonl"
+
+
+def save_manifest(store: Store, manifest: Manifest, output: Path | None = None) -> Manifest:
+    """Write the dataset file and store the manifest and its rows in one transaction.
+    A dataset already stored (same hash) is returned as stored; its file is rewritten
+    if it went missing, and copied to `output` when that names another file."""
+    path = Path(output) if output else default_dataset_path(store, manifest.hash)
+    existing = store.query("SELECT manifest_hash FROM datasets WHERE manifest_hash = ?", [manifest.hash])
+    if existing:
+        stored = load_manifest(store, manifest.hash)
+        if stored.path and not Path(stored.path).is_file():
+            _write_file(Path(stored.path), stored.rows)
+        if output and (not stored.path or Path(output).resolve() != Path(stored.path)):
+            _write_file(Path(output), stored.rows)  # a copy where this caller asked for it
+        return stored
+    _write_file(path, manifest.rows)
+    created = utcnow()
+    with store.transaction() as con:
+        insert(
+            con,
+            "datasets",
+            {
+                "manifest_hash": [manifest.hash],
+                "parent_hash": [manifest.parent],
+                "run_id": [manifest.run_id],
+                "clustering_id": [manifest.clustering_id],
+                "selection": [manifest.selection],
+                "sources": [json.dumps(dict(sorted(manifest.sources.items())))],
+                "cluster_counts": [json.dumps(dict(manifest.cluster_counts))],
+                "dropped": [json.dumps(dict(sorted(manifest.dropped.items())))],
+                "decontaminated_against": [json.dumps([dict(s) for s in manifest.decontaminated_against])],
+                "n_rows": [manifest.n_rows],
+                "n_added": [manifest.n_added],
+                "path": [str(path.resolve())],
+                "created_at": [created],
+            },
+        )
+        rows = manifest.rows
+        insert(
+            con,
+            "dataset_rows",
+            {
+                "manifest_hash": [manifest.hash] * len(rows),
+                "position": list(range(len(rows))),
+                "row_hash": [content_hash(r) for r in rows],
+                "instruction": [r.instruction for r in rows],
+                "input": [r.input for r in rows],
+                "output": [r.output for r in rows],
+                "source": [r.source for r in rows],
+                "cluster": [r.cluster for r in rows],
+                "provenance": [json.dumps(dict(r.provenance), sort_keys=True) for r in rows],
+            },
+        )
+    return replace(manifest, path=str(path.resolve()), created_at=created)
+
+
+def _write_file(path: Path, rows: Sequence[TrainingExample]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("w", encoding="utf-8", newline="\n") as handle:
+        for row in rows:
+            handle.write(canonical_line(row))
+    os.replace(partial, path)
+
+
+def resolve_manifest(store: Store, ref: str) -> str:
+    """A full manifest hash from a hash, a unique prefix of one (4+ characters) or 'latest'."""
+    text = ref.strip().lower()
+    if text == "latest":
+        found = store.scalar(
+            "SELECT manifest_hash FROM datasets ORDER BY created_at DESC, manifest_hash LIMIT 1"
+        )
+        if found is None:
+            raise NotFoundError(f"store {store.path} has no datasets yet: `harness data add RUN` builds one")
+        return str(found)
+    if len(text) < 4 or any(c not in "0123456789abcdef" for c in text):
+        raise ConfigError(
+            f"{ref!r} is not a dataset hash: give 4 or more hex digits, or 'latest' (`harness data list`)"
+        )
+    matches = [
+        r["manifest_hash"]
+        for r in store.query(
+            "SELECT manifest_hash FROM datasets WHERE manifest_hash LIKE ? ORDER BY manifest_hash",
+            [text + "%"],
+        )
+    ]
+    if not matches:
+        raise NotFoundError(f"no dataset {ref!r} in store {store.path}; `harness data list` lists them")
+    if len(matches) > 1:
+        raise ConfigError(
+            f"{ref!r} matches {len(matches)} datasets "
+            f"({', '.join(m[:12] for m in matches[:4])}); give more digits"
+        )
+    return str(matches[0])
+
+
+def load_manifest(store: Store, ref: str) -> Manifest:
+    """A stored manifest with its rows, by hash, unique prefix or 'latest'."""
+    digest = resolve_manifest(store, ref)
+    row = store.query("SELECT * FROM datasets WHERE manifest_hash = ?", [digest])[0]
+    examples = tuple(
+        TrainingExample(
+            instruction=r["instruction"],
+            input=r["input"],
+            output=r["output"],
+            source=r["source"],
+            cluster=r["cluster"],
+            provenance=json.loads(r["provenance"]) if r["provenance"] else {},
+        )
+        for r in store.query("SELECT * FROM dataset_rows WHERE manifest_hash = ? ORDER BY position", [digest])
+    )
+    return Manifest(
+        hash=digest,
+        rows=examples,
+        n_added=row["n_added"],
+        selection=row["selection"],
+        parent=row["parent_hash"],
+        run_id=row["run_id"],
+        clustering_id=row["clustering_id"],
+        sources=json.loads(row["sources"]),
+        cluster_counts=json.loads(row["cluster_counts"]),
+        dropped=json.loads(row["dropped"]),
+        decontaminated_against=tuple(json.loads(row["decontaminated_against"])),
+        path=row["path"],
+        created_at=row["created_at"],
+    )
+
+
+def load_manifest_rows(store: Store, ref: str) -> list[TrainingExample]:
+    """The training rows of a stored dataset, in order (what a trainer trains on)."""
+    return list(load_manifest(store, ref).rows)
+
+
+def list_manifests(store: Store) -> list[dict[str, Any]]:
+    """Every stored manifest (without rows), newest first."""
+    rows = store.query(
+        "SELECT manifest_hash, parent_hash, run_id, clustering_id, selection, sources, n_rows, n_added, "
+        "dropped, path, created_at FROM datasets ORDER BY created_at DESC, manifest_hash"
+    )
+    for row in rows:
+        row["sources"] = json.loads(row["sources"])
+        row["dropped"] = json.loads(row["dropped"])
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# Building a dataset for a run's clusters
+# ---------------------------------------------------------------------------
+
+
+def split_budget(budget: int, clusters: Sequence[Cluster]) -> dict[int, int]:
+    """Cluster id -> rows, proportional to cluster size (largest remainder; see the
+    module docstring). Clusters are taken in the given order for ties."""
+    total = sum(c.size for c in clusters)
+    if total == 0 or budget <= 0:
+        return {c.id: 0 for c in clusters}
+    quotas = [budget * c.size / total for c in clusters]
+    shares = [math.floor(q) for q in quotas]
+    left = budget - sum(shares)
+    order = sorted(
+        range(len(clusters)),
+        key=lambda i: (-(quotas[i] - shares[i]), clusters[i].id == UNCLUSTERED, -clusters[i].size, i),
+    )
+    for i in order[:left]:
+        shares[i] += 1
+    return {c.id: s for c, s in zip(clusters, shares)}
+
+
+def load_run_suite(store: Store, run_id: int) -> tuple[Suite, list[Suite]]:
+    """The suite a run evaluated (from its file, else the built-in of that name), and
+    the suites to decontaminate against for it: the suite itself plus, when the suite
+    file changed since the run, the samples the run actually stored."""
+    rows = store.query("SELECT suite_name, suite_path, suite_hash FROM runs WHERE run_id = ?", [run_id])
+    if not rows:
+        raise NotFoundError(f"no run {run_id} in {store.path}; `harness runs` lists them")
+    info = rows[0]
+    path = Path(info["suite_path"])
+    if path.is_file():
+        suite = load_suite(path)
+    elif info["suite_name"] in builtin_suites():
+        suite = load_suite(info["suite_name"])
+    else:
+        raise NotFoundError(
+            f"run {run_id} evaluated suite {info['suite_name']!r} from {path}, which no longer exists"
+        )
+    stored = [
+        Sample(id=r["sample_id"], instruction=r["instruction"], input=r["input"], references=tuple(r["refs"]))
+        for r in store.query(
+            "SELECT sample_id, instruction, input, refs FROM samples WHERE run_id = ? ORDER BY position",
+            [run_id],
+        )
+    ]
+    known = {(s.id, s.instruction, s.input, s.references) for s in suite.samples}
+    if all((s.id, s.instruction, s.input, s.references) in known for s in stored):
+        return suite, [suite]
+    as_run = Suite(suite.config, suite.path, tuple(stored), info["suite_hash"])
+    return suite, [suite, replace_name(as_run, f"{suite.name}@run{run_id}")]
+
+
+def replace_name(suite: Suite, name: str) -> Suite:
+    return Suite(suite.config.model_copy(update={"name": name}), suite.path, suite.samples, suite.hash)
+
+
+def eval_suites(run_suites: Sequence[Suite], names: Sequence[str | Path | Suite] | None) -> list[Suite]:
+    """The suites to decontaminate against: `names` (loaded suites, built-in names or
+    paths) when given, else every built-in suite; the run's suite(s) always. Sorted by name."""
+    chosen: dict[str, Suite] = {s.name: s for s in run_suites}
+    for name in names if names is not None else list(builtin_suites()):
+        if isinstance(name, Suite):
+            chosen.setdefault(name.name, name)
+            continue
+        if str(name) in chosen:  # the run's own suite, by name
+            continue
+        suite = load_suite(name)
+        chosen.setdefault(suite.name, suite)
+    return [chosen[n] for n in sorted(chosen)]
+
+
+def backend_loader(registry: Registry) -> Callable[[ModelSpec], Backend]:
+    """Loads a model through the backend plugin its spec names, options validated."""
+    from pydantic import ValidationError
+
+    def make(spec: ModelSpec) -> Backend:
+        backend_cls = registry.backend(spec.backend, where="teacher backend")
+        try:
+            options = backend_cls.Options.model_validate(dict(spec.options))
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            name = ".".join(str(p) for p in error["loc"])
+            raise ConfigError(f"backend {spec.backend!r} option {name!r}: {error['msg']}") from None
+        return backend_cls(spec, options)
+
+    return make
+
+
+def prepare_source(
+    registry: Registry | Any,
+    source: str,
+    source_args: Mapping[str, Any] | None,
+    selection: str,
+    suite: Suite,
+) -> tuple[Any, Any]:
+    """The data source and its validated arguments, its inputs checked before anything
+    is written by its `preflight` (the built-in pool, augment and annotate sources read
+    and validate their files there)."""
+    registry = getattr(registry, "registry", registry)
+    component = registry.data_source(source, where="--source")
+    args_in = dict(source_args or {})
+    if selection == "random" or "selection" in args_in:
+        if "selection" not in component.Args.model_fields:
+            raise ConfigError(f"data source {source!r} has no random selection; use --source pool")
+        if args_in.setdefault("selection", selection) != selection:
+            raise ConfigError(
+                f"--selection {selection} disagrees with the source argument selection={args_in['selection']}"
+            )
+    args = validate_args(component, args_in, f"data source {source!r}")
+    component.preflight(suite, args)
+    return component, args
+
+
+class _Gatherer:
+    """Asks the data source for one cluster's rows and checks what comes back."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        component: Any,
+        args: Any,
+        source: str,
+        failures: Sequence[Any],
+        suite: Suite,
+        seed: int,
+        index: EvalIndex,
+        make_backend: Callable[[ModelSpec], Backend],
+        embedder: Callable[[], Embedder] | None,
+        reporter: Reporter,
+    ):
+        self.plugin = registry.get("data_source", source).plugin.name
+        self.component, self.args, self.source = component, args, source
+        self.by_id = {f.sample.id: f for f in failures}
+        self.suite, self.seed, self.exclude = suite, seed, index.excluded_inputs
+        self.make_backend, self.embedder, self.reporter = make_backend, embedder, reporter
+
+    def __call__(self, cluster: Cluster, budget: int) -> tuple[list[TrainingExample], Counter[str]]:
+        from harness.datasources import DataRequest
+
+        drops: Counter[str] = Counter()
+        request = DataRequest(
+            cluster=cluster,
+            failures=tuple(self.by_id[m] for m in cluster.members if m in self.by_id),
+            budget=budget,
+            suite=self.suite,
+            seed=self.seed,
+            embedder=self.embedder,
+            make_backend=self.make_backend,
+            exclude_inputs=self.exclude,
+            on_drop=lambda reason, n: drops.update({reason: n}),
+            reporter=self.reporter,
+        )
+        hook = f"{self.source}.gather"
+        try:
+            found = self.component.gather(request, self.args)
+        except HarnessError:
+            raise
+        except Exception as exc:
+            raise PluginError(
+                self.plugin, hook, f"raised {type(exc).__name__}: {exc} (cluster {cluster.id})"
+            ) from exc
+        if not isinstance(found, list) or not all(isinstance(e, TrainingExample) for e in found):
+            raise PluginError(
+                self.plugin, hook, f"must return a list of TrainingExample (cluster {cluster.id})"
+            )
+        if len(found) > budget:
+            raise PluginError(
+                self.plugin,
+                hook,
+                f"returned {len(found)} rows for a budget of {budget} (cluster {cluster.id})",
+            )
+        where = f"data source {self.source!r}, cluster {cluster.id}"
+        rows = [
+            _canonical(replace(e, source=e.source or self.source, cluster=cluster.id), where) for e in found
+        ]
+        return rows, drops
+
+
+def build_dataset(
+    store: Store,
+    run_id: int,
+    clustering_id: int | None,
+    registry: Registry | Any,
+    *,
+    source: str = "pool",
+    source_args: Mapping[str, Any] | None = None,
+    budget: int,
+    selection: str = "targeted",
+    parent: str | None = None,
+    seed: int = 0,
+    suites_against: Sequence[str | Path | Suite] | None = None,
+    make_backend: Callable[[ModelSpec], Backend] | None = None,
+    embedder: Callable[[], Embedder] | None = None,
+    output: Path | None = None,
+    overfetch: float = 0.5,
+    ngram: int = 13,
+    near_duplicate_threshold: float = 0.8,
+    reporter: Reporter | None = None,
+) -> Manifest:
+    """Gather up to `budget` new rows aimed at the run's clusters of failures from
+    `source`, curate them (against the parent's rows and the eval suites), and store the
+    resulting dataset (parent rows + new rows). `clustering_id` None: the run's latest
+    clustering. `registry`: a Registry, or the Plugins that hold one. `suites_against`:
+    suite names or paths (default: every built-in suite); the run's suite is always
+    included. `selection="random"`: a seeded uniform draw of the same size from the
+    source's pool (the baseline).
+
+    Nothing is written unless the whole build succeeds."""
+    registry = getattr(registry, "registry", registry)
+    reporter = reporter or NullReporter()
+    if budget < 1:
+        raise ConfigError(f"budget must be at least 1, got {budget}")
+    if selection not in ("targeted", "random"):
+        raise ConfigError(
+            f"selection must be 'targeted' or 'random', got {selection!r} (imports use `harness data import`)"
+        )
+    if overfetch < 0:
+        raise ConfigError(f"overfetch must be 0 or more, got {overfetch}")
+    if seed < 0:
+        raise ConfigError(f"seed must be 0 or more, got {seed}")
+    failures = load_failures(store, run_id)
+    if not failures:
+        raise HarnessError(f"run {run_id} has no failing samples: there is nothing to aim training data at")
+    clustering_id = _clustering_of(store, run_id, clustering_id)
+    clusters = load_clusters(store, clustering_id)
+    suite, run_suites = load_run_suite(store, run_id)
+    component, args = prepare_source(registry, source, source_args, selection, suite)
+    parent_manifest = load_manifest(store, parent) if parent else None
+    existing = list(parent_manifest.rows) if parent_manifest else []
+    index = build_eval_index(eval_suites(run_suites, suites_against), n=ngram)
+
+    shares = split_budget(budget, clusters)
+    gather = _Gatherer(
+        registry,
+        component,
+        args,
+        source,
+        failures,
+        suite,
+        seed,
+        index,
+        make_backend or backend_loader(registry),
+        embedder,
+        reporter,
+    )
+    asked = {c.id: shares[c.id] + math.ceil(overfetch * shares[c.id]) for c in clusters if shares[c.id]}
+    found: dict[int, list[TrainingExample]] = {}
+    drops: dict[int, Counter[str]] = {}
+    for round_ in range(TOP_UP_ROUNDS + 1):
+        for cluster in clusters:
+            if cluster.id in asked and (
+                cluster.id not in found or len(found[cluster.id]) < asked[cluster.id]
+            ):
+                found[cluster.id], drops[cluster.id] = gather(cluster, asked[cluster.id])
+        candidates = [row for cluster in clusters for row in found.get(cluster.id, ())]
+        result = curate(
+            candidates,
+            existing=existing,
+            eval_index=index,
+            near_duplicate_threshold=near_duplicate_threshold,
+            allow_own_eval_item=True,
+        )
+        added = _take_shares(result, shares)
+        taken = Counter(row.cluster for row in added)
+        # A cluster short of its share whose source filled its request may have more.
+        short = [c for c in asked if taken[c] < shares[c] and len(found[c]) >= asked[c]]
+        if not short or round_ == TOP_UP_ROUNDS:
+            break
+        for c in short:
+            asked[c] *= 2
+    dropped = Counter(result.dropped) + sum(drops.values(), Counter())
+    if not added:
+        raise HarnessError(
+            f"no new rows survived curation for run {run_id} from source {source!r} "
+            f"({len(candidates)} candidates; dropped: {_describe_counts(dropped) or 'none'})"
+        )
+    rows = tuple(existing) + tuple(added)
+    manifest = Manifest(
+        hash=dataset_hash(rows),
+        rows=rows,
+        n_added=len(added),
+        selection=selection,
+        parent=parent_manifest.hash if parent_manifest else None,
+        run_id=run_id,
+        clustering_id=clustering_id,
+        sources=dict(sorted(Counter(r.source for r in added).items())),
+        cluster_counts=_cluster_counts(added),
+        dropped=dict(sorted(dropped.items())),
+        decontaminated_against=tuple({"name": s.name, "hash": s.hash} for s in index.suites),
+    )
+    return save_manifest(store, manifest, output)
+
+
+def _clustering_of(store: Store, run_id: int, clustering_id: int | None) -> int:
+    if clustering_id is None:
+        latest = latest_clustering(store, run_id)
+        if latest is None:
+            raise NotFoundError(
+                f"run {run_id} has no clustering of its failures yet: `harness data add {run_id}` "
+                "clusters it first (or call harness.clustering.cluster_run)"
+            )
+        return int(latest)
+    owner = store.scalar("SELECT run_id FROM clusterings WHERE clustering_id = ?", [clustering_id])
+    if owner is None:
+        raise NotFoundError(f"no clustering {clustering_id} in {store.path}")
+    if owner != run_id:
+        raise ConfigError(f"clustering {clustering_id} is of run {owner}, not run {run_id}")
+    return clustering_id
+
+
+def _take_shares(result: CurationResult, shares: Mapping[int, int]) -> list[TrainingExample]:
+    """The first `share` kept rows of each cluster, in candidate order."""
+    taken: Counter[int] = Counter()
+    added = []
+    for row in result.kept:
+        cluster = row.cluster if row.cluster is not None else UNCLUSTERED
+        if taken[cluster] < shares.get(cluster, 0):
+            taken[cluster] += 1
+            added.append(row)
+    return added
+
+
+def _cluster_counts(rows: Sequence[TrainingExample]) -> dict[str, int]:
+    counts = Counter(r.cluster for r in rows)
+    ordered = sorted(counts, key=lambda c: (c is None, c == UNCLUSTERED, c if c is not None else 0))
+    return {("none" if c is None else str(c)): counts[c] for c in ordered}
+
+
+def _describe_counts(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items()))
+
+
+# ---------------------------------------------------------------------------
+# Human annotation
+# ---------------------------------------------------------------------------
+
+
+def export_annotations(
+    store: Store,
+    run_id: int,
+    cluster_id: int,
+    *,
+    clustering_id: int | None = None,
+    format: str = "csv",
+    output: Path | None = None,
+) -> tuple[Path, int]:
+    """Write a cluster's failing samples for people to correct; (path, rows)."""
+    from harness.plugins.data_sources.annotate import annotation_rows, format_of, write_annotations
+
+    if format not in ("csv", "jsonl"):
+        raise ConfigError(f"--format must be csv or jsonl, got {format!r}")
+    clustering_id = _clustering_of(store, run_id, clustering_id)
+    clusters = {c.id: c for c in load_clusters(store, clustering_id)}
+    if cluster_id not in clusters:
+        raise NotFoundError(
+            f"clustering {clustering_id} of run {run_id} has no cluster {cluster_id}; "
+            f"its clusters: {', '.join(str(c) for c in sorted(clusters))}"
+        )
+    by_id = {f.sample.id: f for f in load_failures(store, run_id)}
+    members = [by_id[m] for m in clusters[cluster_id].members if m in by_id]
+    path = Path(output) if output else Path(f"run{run_id}-cluster{cluster_id}.{format}")
+    if output and format_of(path) != format:
+        raise ConfigError(f"--output {path} does not end in .{format}")
+    write_annotations(annotation_rows(members, cluster_id), path, format)  # type: ignore[arg-type]
+    return path, len(members)
+
+
+def _run_for_annotations(store: Store, path: Path) -> int | None:
+    """The newest run that holds every sample id the file names (None when none does)."""
+    from harness.plugins.data_sources.annotate import _Problems, _raw_rows
+
+    ids = sorted(
+        {str(row.get("sample_id", "")).strip() for _, row in _raw_rows(path, _Problems(path))} - {""}
+    )
+    if not ids:
+        return None
+    found = store.scalar(
+        "SELECT run_id FROM samples WHERE list_contains(?, sample_id) GROUP BY run_id "
+        "HAVING count(DISTINCT sample_id) = ? ORDER BY run_id DESC LIMIT 1",
+        [ids, len(ids)],
+    )
+    return int(found) if found is not None else None
+
+
+def import_annotations(
+    store: Store,
+    path: Path,
+    *,
+    run_id: int | None = None,
+    parent: str | None = None,
+    suites_against: Sequence[str | Path | Suite] | None = None,
+    output: Path | None = None,
+    ngram: int = 13,
+    near_duplicate_threshold: float = 0.8,
+) -> Manifest:
+    """Import a corrected annotation file as a new dataset (parent rows + corrections).
+    `run_id` None: the newest run that holds every sample the file names. Every row is
+    validated first; one bad row and nothing is imported."""
+    from harness.plugins.data_sources.annotate import corrections_to_examples, read_corrections
+
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(f"annotation file {path} does not exist")
+    if run_id is None:
+        run_id = _run_for_annotations(store, path)
+    if run_id is None:
+        # No run holds these samples: validation then reports each unknown id.
+        read_corrections(path, (), f"no run in store {store.path} (pass --run)")
+        raise NotFoundError(f"no run in store {store.path} holds the samples of {path}; pass --run")
+    known = [r["sample_id"] for r in store.query("SELECT sample_id FROM samples WHERE run_id = ?", [run_id])]
+    if not known:
+        raise NotFoundError(f"no run {run_id} in {store.path}; `harness runs` lists them")
+    corrections = read_corrections(path, known, f"run {run_id}")
+    suite, run_suites = load_run_suite(store, run_id)
+    examples = [
+        _canonical(e, str(path)) for e in corrections_to_examples(corrections, path, suite.name, run_id)
+    ]
+    parent_manifest = load_manifest(store, parent) if parent else None
+    existing = list(parent_manifest.rows) if parent_manifest else []
+    index = build_eval_index(eval_suites(run_suites, suites_against), n=ngram)
+    result = curate(
+        examples,
+        existing=existing,
+        eval_index=index,
+        near_duplicate_threshold=near_duplicate_threshold,
+        allow_own_eval_item=True,
+    )
+    added = result.kept
+    if not added:
+        raise HarnessError(
+            f"{path}: every correction was dropped by curation ({_describe_counts(result.dropped)}); "
+            "nothing was imported"
+        )
+    rows = tuple(existing) + tuple(added)
+    manifest = Manifest(
+        hash=dataset_hash(rows),
+        rows=rows,
+        n_added=len(added),
+        selection="import",
+        parent=parent_manifest.hash if parent_manifest else None,
+        run_id=run_id,
+        clustering_id=None,
+        sources={"annotate": len(added)},
+        cluster_counts=_cluster_counts(added),
+        dropped=result.dropped,
+        decontaminated_against=tuple({"name": s.name, "hash": s.hash} for s in index.suites),
+    )
+    return save_manifest(store, manifest, output)

@@ -1,0 +1,123 @@
+"""The `pool` data source: rows of a candidate pool nearest a cluster of failures.
+
+Targeted selection is two-stage (TF-IDF retrieval over the whole pool, then MiniLM
+ranking of the retrieved candidates; see `harness.datasources`). `selection: random`
+draws the same number of rows uniformly instead (seeded): the baseline that shows
+whether targeting helps. Either way a row whose input is an eval input is never chosen.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.components import DataSource
+from harness.datasources import (
+    DataRequest,
+    LexicalSettings,
+    Pool,
+    load_pool,
+    nearest_rows,
+    random_rows,
+    resolve_pool_path,
+)
+from harness.hookspecs import hookimpl
+from harness.suite import Suite
+from harness.types import TrainingExample
+
+
+class PoolArgs(BaseModel):
+    """Arguments of the `pool` source, with their defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str | None = None
+    """JSONL (or .jsonl.gz) of training rows; default: the suite's `pool:`."""
+    selection: Literal["targeted", "random"] = "targeted"
+    """targeted: nearest neighbours of the cluster; random: a seeded uniform draw."""
+    candidate_factor: float = Field(10.0, ge=1.0)
+    """Lexical candidates embedded per row returned."""
+    ranking: Literal["round_robin", "centroid"] = "round_robin"
+    """round_robin: each failing sample in turn takes its nearest remaining row;
+    centroid: rows nearest the mean of the cluster's members."""
+    analyzer: Literal["char_wb", "char", "word"] = "char_wb"
+    """TF-IDF features of the lexical stage."""
+    ngram_min: int = Field(3, ge=1)
+    ngram_max: int = Field(5, ge=1)
+    include_instruction: bool = False
+    """Compare instructions too (for pools that mix tasks); by default only the input and
+    output, since a suite's rows usually share one instruction."""
+
+    def lexical(self) -> LexicalSettings:
+        return LexicalSettings(
+            self.analyzer, (self.ngram_min, max(self.ngram_min, self.ngram_max)), self.include_instruction
+        )
+
+
+def open_pool(suite: Suite, path: str | None) -> Pool:
+    file, label = resolve_pool_path(suite, path)
+    return load_pool(file, label, suite.config.instruction)
+
+
+class PoolSource(DataSource):
+    """Nearest neighbours of the cluster in a candidate pool (TF-IDF retrieval, then
+    MiniLM ranking, round-robin over the failing samples), or a seeded random draw of the
+    same size with `selection: random`. Defaults: the suite's pool, 10 candidates per
+    row, char 3-5-grams."""
+
+    name = "pool"
+    description = "nearest pool rows to the cluster (TF-IDF then MiniLM), or a random draw"
+    Args = PoolArgs
+
+    def preflight(self, suite: Suite, args: BaseModel) -> None:
+        """Read and validate the pool before anything is written."""
+        a: PoolArgs = args  # type: ignore[assignment]
+        open_pool(suite, a.path)
+
+    def gather(self, request: DataRequest, args: BaseModel) -> list[TrainingExample]:
+        a: PoolArgs = args  # type: ignore[assignment]
+        pool = open_pool(request.suite, a.path)
+        if a.selection == "random":
+            picks: list[tuple[int, dict[str, Any]]] = [
+                (i, {"selection": "random"}) for i in random_rows(request, pool, request.budget)
+            ]
+        else:
+            neighbours = nearest_rows(
+                request,
+                pool,
+                request.budget,
+                candidate_factor=a.candidate_factor,
+                ranking=a.ranking,
+                lexical=a.lexical(),
+            )
+            picks = [
+                (
+                    n.index,
+                    {
+                        "selection": "targeted",
+                        "similarity": round(n.similarity, 4),
+                        "nearest_sample": n.member,
+                    },
+                )
+                for n in neighbours
+            ]
+        out = []
+        for index, extra in picks:
+            row = pool.rows[index]
+            out.append(
+                TrainingExample(
+                    instruction=row.instruction,
+                    input=row.input,
+                    output=row.output,
+                    source=self.name,
+                    cluster=request.cluster.id,
+                    provenance={**pool.provenance(index), **extra, "family": pool.family(index)},
+                )
+            )
+        return out
+
+
+@hookimpl
+def harness_register_data_sources(registry: Any) -> None:
+    registry.add_data_source(PoolSource())

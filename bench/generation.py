@@ -72,7 +72,7 @@ def main() -> None:
     rows = []
     reference_texts = None
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
-        backend = load_backend(ModelSpec(args.model, options={"batch_size": batch_size}), plugins)
+        backend = load_backend(ModelSpec(args.model, options={"batch_size": batch_size}), plugins.registry)
         backend.generate(prompts[:2], GenerationConfig(max_new_tokens=4))  # load and warm up
         started = time.perf_counter()
         completions = backend.generate(prompts, config)

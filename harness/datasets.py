@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from harness.clustering import UNCLUSTERED, Cluster, latest_clustering, load_clusters, load_failures
 from harness.curation import CurationResult, EvalIndex, build_eval_index, content_hash, curate
 from harness.errors import ConfigError, HarnessError, NotFoundError, PluginError
+from harness.evaluate import load_backend
 from harness.progress import NullReporter, Reporter
 from harness.store import Store, insert
 from harness.store.core import utcnow
@@ -146,7 +147,7 @@ def example_from_record(record: Mapping[str, Any]) -> TrainingExample:
     )
 
 
-def _canonical(example: TrainingExample, where: str) -> TrainingExample:
+def canonical_example(example: TrainingExample, where: str) -> TrainingExample:
     """The row as it will read back from JSON (tuples become lists, keys text), or an
     error when its provenance cannot be written as JSON."""
     try:
@@ -392,23 +393,6 @@ def eval_suites(run_suites: Sequence[Suite], names: Sequence[str | Path | Suite]
     return [chosen[n] for n in sorted(chosen)]
 
 
-def backend_loader(registry: Registry) -> Callable[[ModelSpec], Backend]:
-    """Loads a model through the backend plugin its spec names, options validated."""
-    from pydantic import ValidationError
-
-    def make(spec: ModelSpec) -> Backend:
-        backend_cls = registry.backend(spec.backend, where="teacher backend")
-        try:
-            options = backend_cls.Options.model_validate(dict(spec.options))
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            name = ".".join(str(p) for p in error["loc"])
-            raise ConfigError(f"backend {spec.backend!r} option {name!r}: {error['msg']}") from None
-        return backend_cls(spec, options)
-
-    return make
-
-
 def prepare_source(
     registry: Registry | Any,
     source: str,
@@ -494,7 +478,7 @@ class _Gatherer:
             )
         where = f"data source {self.source!r}, cluster {cluster.id}"
         rows = [
-            _canonical(replace(e, source=e.source or self.source, cluster=cluster.id), where) for e in found
+            canonical_example(replace(e, source=e.source or self.source, cluster=cluster.id), where) for e in found
         ]
         return rows, drops
 
@@ -544,7 +528,7 @@ def build_dataset(
     failures = load_failures(store, run_id)
     if not failures:
         raise HarnessError(f"run {run_id} has no failing samples: there is nothing to aim training data at")
-    clustering_id = _clustering_of(store, run_id, clustering_id)
+    clustering_id = clustering_of(store, run_id, clustering_id)
     clusters = load_clusters(store, clustering_id)
     suite, run_suites = load_run_suite(store, run_id)
     component, args = prepare_source(registry, source, source_args, selection, suite)
@@ -562,7 +546,7 @@ def build_dataset(
         suite,
         seed,
         index,
-        make_backend or backend_loader(registry),
+        make_backend or (lambda spec: load_backend(spec, registry)),
         embedder,
         reporter,
     )
@@ -595,7 +579,7 @@ def build_dataset(
     if not added:
         raise HarnessError(
             f"no new rows survived curation for run {run_id} from source {source!r} "
-            f"({len(candidates)} candidates; dropped: {_describe_counts(dropped) or 'none'})"
+            f"({len(candidates)} candidates; dropped: {describe_counts(dropped) or 'none'})"
         )
     rows = tuple(existing) + tuple(added)
     manifest = Manifest(
@@ -607,14 +591,14 @@ def build_dataset(
         run_id=run_id,
         clustering_id=clustering_id,
         sources=dict(sorted(Counter(r.source for r in added).items())),
-        cluster_counts=_cluster_counts(added),
+        cluster_counts=cluster_counts(added),
         dropped=dict(sorted(dropped.items())),
         decontaminated_against=tuple({"name": s.name, "hash": s.hash} for s in index.suites),
     )
     return save_manifest(store, manifest, output)
 
 
-def _clustering_of(store: Store, run_id: int, clustering_id: int | None) -> int:
+def clustering_of(store: Store, run_id: int, clustering_id: int | None) -> int:
     if clustering_id is None:
         latest = latest_clustering(store, run_id)
         if latest is None:
@@ -643,129 +627,11 @@ def _take_shares(result: CurationResult, shares: Mapping[int, int]) -> list[Trai
     return added
 
 
-def _cluster_counts(rows: Sequence[TrainingExample]) -> dict[str, int]:
+def cluster_counts(rows: Sequence[TrainingExample]) -> dict[str, int]:
     counts = Counter(r.cluster for r in rows)
     ordered = sorted(counts, key=lambda c: (c is None, c == UNCLUSTERED, c if c is not None else 0))
     return {("none" if c is None else str(c)): counts[c] for c in ordered}
 
 
-def _describe_counts(counts: Mapping[str, int]) -> str:
+def describe_counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items()))
-
-
-# ---------------------------------------------------------------------------
-# Human annotation
-# ---------------------------------------------------------------------------
-
-
-def export_annotations(
-    store: Store,
-    run_id: int,
-    cluster_id: int,
-    *,
-    clustering_id: int | None = None,
-    format: str = "csv",
-    output: Path | None = None,
-) -> tuple[Path, int]:
-    """Write a cluster's failing samples for people to correct; (path, rows)."""
-    from harness.plugins.data_sources.annotate import annotation_rows, format_of, write_annotations
-
-    if format not in ("csv", "jsonl"):
-        raise ConfigError(f"--format must be csv or jsonl, got {format!r}")
-    clustering_id = _clustering_of(store, run_id, clustering_id)
-    clusters = {c.id: c for c in load_clusters(store, clustering_id)}
-    if cluster_id not in clusters:
-        raise NotFoundError(
-            f"clustering {clustering_id} of run {run_id} has no cluster {cluster_id}; "
-            f"its clusters: {', '.join(str(c) for c in sorted(clusters))}"
-        )
-    by_id = {f.sample.id: f for f in load_failures(store, run_id)}
-    members = [by_id[m] for m in clusters[cluster_id].members if m in by_id]
-    path = Path(output) if output else Path(f"run{run_id}-cluster{cluster_id}.{format}")
-    if output and format_of(path) != format:
-        raise ConfigError(f"--output {path} does not end in .{format}")
-    write_annotations(annotation_rows(members, cluster_id), path, format)  # type: ignore[arg-type]
-    return path, len(members)
-
-
-def _run_for_annotations(store: Store, path: Path) -> int | None:
-    """The newest run that holds every sample id the file names (None when none does)."""
-    from harness.plugins.data_sources.annotate import _Problems, _raw_rows
-
-    ids = sorted(
-        {str(row.get("sample_id", "")).strip() for _, row in _raw_rows(path, _Problems(path))} - {""}
-    )
-    if not ids:
-        return None
-    found = store.scalar(
-        "SELECT run_id FROM samples WHERE list_contains(?, sample_id) GROUP BY run_id "
-        "HAVING count(DISTINCT sample_id) = ? ORDER BY run_id DESC LIMIT 1",
-        [ids, len(ids)],
-    )
-    return int(found) if found is not None else None
-
-
-def import_annotations(
-    store: Store,
-    path: Path,
-    *,
-    run_id: int | None = None,
-    parent: str | None = None,
-    suites_against: Sequence[str | Path | Suite] | None = None,
-    output: Path | None = None,
-    ngram: int = 13,
-    near_duplicate_threshold: float = 0.8,
-) -> Manifest:
-    """Import a corrected annotation file as a new dataset (parent rows + corrections).
-    `run_id` None: the newest run that holds every sample the file names. Every row is
-    validated first; one bad row and nothing is imported."""
-    from harness.plugins.data_sources.annotate import corrections_to_examples, read_corrections
-
-    path = Path(path)
-    if not path.is_file():
-        raise NotFoundError(f"annotation file {path} does not exist")
-    if run_id is None:
-        run_id = _run_for_annotations(store, path)
-    if run_id is None:
-        # No run holds these samples: validation then reports each unknown id.
-        read_corrections(path, (), f"no run in store {store.path} (pass --run)")
-        raise NotFoundError(f"no run in store {store.path} holds the samples of {path}; pass --run")
-    known = [r["sample_id"] for r in store.query("SELECT sample_id FROM samples WHERE run_id = ?", [run_id])]
-    if not known:
-        raise NotFoundError(f"no run {run_id} in {store.path}; `harness runs` lists them")
-    corrections = read_corrections(path, known, f"run {run_id}")
-    suite, run_suites = load_run_suite(store, run_id)
-    examples = [
-        _canonical(e, str(path)) for e in corrections_to_examples(corrections, path, suite.name, run_id)
-    ]
-    parent_manifest = load_manifest(store, parent) if parent else None
-    existing = list(parent_manifest.rows) if parent_manifest else []
-    index = build_eval_index(eval_suites(run_suites, suites_against), n=ngram)
-    result = curate(
-        examples,
-        existing=existing,
-        eval_index=index,
-        near_duplicate_threshold=near_duplicate_threshold,
-        allow_own_eval_item=True,
-    )
-    added = result.kept
-    if not added:
-        raise HarnessError(
-            f"{path}: every correction was dropped by curation ({_describe_counts(result.dropped)}); "
-            "nothing was imported"
-        )
-    rows = tuple(existing) + tuple(added)
-    manifest = Manifest(
-        hash=dataset_hash(rows),
-        rows=rows,
-        n_added=len(added),
-        selection="import",
-        parent=parent_manifest.hash if parent_manifest else None,
-        run_id=run_id,
-        clustering_id=None,
-        sources={"annotate": len(added)},
-        cluster_counts=_cluster_counts(added),
-        dropped=result.dropped,
-        decontaminated_against=tuple({"name": s.name, "hash": s.hash} for s in index.suites),
-    )
-    return save_manifest(store, manifest, output)

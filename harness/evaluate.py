@@ -34,7 +34,14 @@ from harness.generation import (
 )
 from harness.plugin_manager import Plugins
 from harness.progress import NullReporter, Reporter
-from harness.scoring import ComponentError, Components, ScoringResult, resolve_components, score_items
+from harness.registry import Registry
+from harness.scoring import (
+    ComponentError,
+    Components,
+    ScoringResult,
+    resolve_components,
+    score_items,
+)
 from harness.store import Store
 from harness.store import runs as run_store
 from harness.store.core import utcnow
@@ -81,9 +88,9 @@ class RunSummary:
         return self.status == "completed"
 
 
-def load_backend(spec: ModelSpec, plugins: Plugins) -> Backend:
+def load_backend(spec: ModelSpec, registry: Registry) -> Backend:
     """Instantiate the named backend with validated options (loads the model)."""
-    backend_cls = plugins.registry.backend(spec.backend, where="--backend")
+    backend_cls = registry.backend(spec.backend, where="--backend")
     try:
         options = backend_cls.Options.model_validate(dict(spec.options))
     except ValidationError as exc:
@@ -121,7 +128,7 @@ def evaluate(
     components = resolve_components(suite, plugins.registry)
     generation = effective_generation(suite, options)
     owns_backend = isinstance(model, ModelSpec)
-    backend = load_backend(model, plugins) if isinstance(model, ModelSpec) else model
+    backend = load_backend(model, plugins.registry) if isinstance(model, ModelSpec) else model
     try:
         return _evaluate_loaded(suite, backend, store, plugins, options, reporter, components, generation)
     finally:

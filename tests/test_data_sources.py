@@ -15,14 +15,13 @@ import pytest
 from click.testing import CliRunner
 from harness.plugins.data_sources.teacher import parse_reply
 
+from harness.annotation import export_annotations, import_annotations
 from harness.cli import main
 from harness.clustering import UNCLUSTERED, Cluster, Failure, cluster_run, load_clusters
 from harness.components import DataSource
 from harness.curation import build_eval_index, curate, input_key
 from harness.datasets import (
     build_dataset,
-    export_annotations,
-    import_annotations,
     load_manifest,
     load_manifest_rows,
     read_dataset_file,

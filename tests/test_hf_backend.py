@@ -30,7 +30,7 @@ def plugins():
 
 
 def backend(tiny: Path, plugins, **options):
-    return load_backend(ModelSpec(str(tiny), options=options), plugins)
+    return load_backend(ModelSpec(str(tiny), options=options), plugins.registry)
 
 
 def test_greedy_outputs_do_not_depend_on_batch_size(tiny_model_dir, plugins) -> None:
@@ -129,7 +129,7 @@ def test_bad_paths_and_options_are_clear_errors(tiny_model_dir, plugins, tmp_pat
     with pytest.raises(ConfigError, match="has no config.json"):
         backend(tmp_path / "empty", plugins)
     with pytest.raises(NotFoundError, match="adapter path"):
-        load_backend(ModelSpec(str(tiny_model_dir), adapter=str(tmp_path / "nope")), plugins)
+        load_backend(ModelSpec(str(tiny_model_dir), adapter=str(tmp_path / "nope")), plugins.registry)
     with pytest.raises(ConfigError, match="option 'batch_sise'.*batch_size"):
         backend(tiny_model_dir, plugins, batch_sise=4)
 

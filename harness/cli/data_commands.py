@@ -228,7 +228,7 @@ def export_command(
     `harness data import FILE` adds the corrections as training rows.
     """
     from harness.clustering import cluster_run, latest_clustering
-    from harness.datasets import export_annotations
+    from harness.annotation import export_annotations
     from harness.queries import Queries
 
     with state.writer() as store:
@@ -278,7 +278,7 @@ def import_command(
     Every row is validated first (columns, an empty corrected_output, unknown sample
     ids); one bad row and nothing is imported.
     """
-    from harness.datasets import import_annotations
+    from harness.annotation import import_annotations
     from harness.queries import Queries
 
     with state.writer() as store:

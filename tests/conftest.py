@@ -16,6 +16,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["HARNESS_HOME"] = str(home)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

@@ -123,11 +123,12 @@ def _register_commands() -> None:
         cluster_commands,
         data_commands,
         eval_commands,
+        loop_commands,
         new_commands,
         report_commands,
     )
 
-    for module in (eval_commands, report_commands, cluster_commands, data_commands, new_commands):
+    for module in (eval_commands, report_commands, cluster_commands, data_commands, loop_commands, new_commands):
         module.register(main)
 
 

@@ -1,0 +1,120 @@
+"""`harness loop`: evaluate -> cluster -> add data -> retrain, iteration after iteration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from harness.cli.eval_commands import parse_options
+from harness.cli.main import CONTEXT_SETTINGS, CliState, pass_state
+
+
+@click.command("loop", context_settings=CONTEXT_SETTINGS)
+@click.argument("suite")
+@click.option("--model", default="default", show_default=True, help="Starting model directory, or 'default'.")
+@click.option("--adapter", type=click.Path(path_type=Path), help="Start from this adapter on top of --model.")
+@click.option("-o", "--backend-option", "backend_options", multiple=True, metavar="KEY=VALUE", help="hf backend option.")
+@click.option("--iterations", default=2, show_default=True, type=click.IntRange(min=1), help="Improvement iterations after the baseline.")
+@click.option("--trainer", default="lora", show_default=True, help="lora, full, ia3, or a plugin's trainer.")
+@click.option("-t", "--trainer-arg", "trainer_args", multiple=True, metavar="KEY=VALUE", help="Trainer argument, e.g. epochs=2.")
+@click.option("--source", default="pool", show_default=True, help="Data source: pool, augment, teacher, or a plugin's.")
+@click.option("-s", "--source-arg", "source_args", multiple=True, metavar="KEY=VALUE", help="Data source argument.")
+@click.option("--budget", default=200, show_default=True, type=click.IntRange(min=1), help="New training rows per iteration.")
+@click.option("--selection", type=click.Choice(["targeted", "random"]), default="targeted", show_default=True,
+              help="random: rows drawn at random, the baseline that shows whether targeting helps.")
+@click.option("--retrain-from", type=click.Choice(["base", "last"]), default="base", show_default=True,
+              help="base: retrain the starting model on the grown dataset; last: continue the last adapter.")
+@click.option("--guard", default="general", show_default=True, help="Suite that guards against forgetting ('none' to skip).")
+@click.option("--featurizer", default="embedding", show_default=True, help="Failure features: embedding or tfidf.")
+@click.option("--clusterer", default="agglomerative", show_default=True, help="agglomerative or hdbscan.")
+@click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N samples of the suite.")
+@click.option("--guard-limit", type=click.IntRange(min=1), help="Evaluate only the first N samples of the guard suite.")
+@click.option("--alpha", default=0.05, show_default=True, help="Significance level of the decisions.")
+@click.option("--seed", default=0, show_default=True, help="Seeds data selection, training and sampling.")
+@click.option("--prices", type=click.Path(dir_okay=False, path_type=Path), envvar="HARNESS_PRICES",
+              help="Price table for cost estimates (see harness/prices.yaml).")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), help="Where checkpoints go (default: beside the store).")
+@click.option("--report/--no-report", default=True, show_default=True, help="Print the loop's history at the end.")
+@pass_state
+def loop_command(
+    state: CliState,
+    suite: str,
+    model: str,
+    adapter: Path | None,
+    backend_options: tuple[str, ...],
+    iterations: int,
+    trainer: str,
+    trainer_args: tuple[str, ...],
+    source: str,
+    source_args: tuple[str, ...],
+    budget: int,
+    selection: str,
+    retrain_from: str,
+    guard: str,
+    featurizer: str,
+    clusterer: str,
+    limit: int | None,
+    guard_limit: int | None,
+    alpha: float,
+    seed: int,
+    prices: Path | None,
+    output_dir: Path | None,
+    report: bool,
+) -> None:
+    """Improve a model on SUITE: evaluate, cluster the failures, gather training data aimed
+    at the clusters, retrain, evaluate again — and decide, with paired tests, whether to go
+    on, stop (target met, or no significant gain), or roll back (the suite or the guard
+    suite got significantly worse).
+
+    \b
+    Examples:
+      harness loop dictionary --model default
+      harness loop dictionary --model default --selection random     # the baseline
+      harness loop numbers --model ./base --iterations 3 --budget 400 -t epochs=2
+
+    Every step is stored as it finishes: run the same command again to resume an
+    interrupted loop. `harness history LOOP` shows a loop's iterations.
+    """
+    from harness.loop import LoopConfig, run_loop
+    from harness.progress import RichReporter
+
+    config = LoopConfig(
+        suite=suite,
+        model=model,
+        adapter=str(adapter) if adapter else None,
+        backend_options=parse_options(backend_options, "--backend-option"),
+        iterations=iterations,
+        trainer=trainer,
+        trainer_args=parse_options(trainer_args, "--trainer-arg"),
+        source=source,
+        source_args=parse_options(source_args, "--source-arg"),
+        selection=selection,  # type: ignore[arg-type]
+        budget=budget,
+        retrain_from=retrain_from,  # type: ignore[arg-type]
+        guard=None if guard.lower() == "none" else guard,
+        featurizer=featurizer,
+        clusterer=clusterer,
+        limit=limit,
+        guard_limit=guard_limit,
+        alpha=alpha,
+        seed=seed,
+    )
+    plugins = state.load_plugins()
+    with state.writer() as store:
+        result = run_loop(
+            config, store, plugins, reporter=RichReporter(state.err), output_dir=output_dir, prices=prices
+        )
+    state.err.print(
+        f"loop [bold]{result.loop_id}[/]: {result.stop_reason}; keeping iteration {result.final_iteration}",
+        highlight=False,
+    )
+    if report:
+        from harness.reporting import show_report
+
+        with state.reader() as store:
+            show_report(store, "history", console=state.console, loop=result.loop_id)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(loop_command)

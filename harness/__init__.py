@@ -71,6 +71,11 @@ _EXPORTS: dict[str, str] = {
     "NotFoundError": "harness.errors",
     "UnknownComponentError": "harness.errors",
     "StoreLockedError": "harness.errors",
+    "TrainingError": "harness.errors",
+    # training: what a trainer returns, and the engine the built-in trainers share
+    "TrainingOutcome": "harness.training",
+    "TrainingArgs": "harness.training",
+    "InstructionTuner": "harness.training",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -110,6 +115,7 @@ if TYPE_CHECKING:
         NotFoundError,
         PluginError,
         StoreLockedError,
+        TrainingError,
         UnknownComponentError,
     )
     from harness.datasets import build_dataset
@@ -138,6 +144,7 @@ if TYPE_CHECKING:
     from harness.registry import Registry
     from harness.store import Store
     from harness.suite import Suite, load_suite
+    from harness.training import InstructionTuner, TrainingArgs, TrainingOutcome
     from harness.types import (
         Completion,
         Generation,

@@ -415,6 +415,10 @@ class _Loop:
         if not train:
             raise HarnessError(f"iteration {i} has no training rows: the data step added none")
         output = self._output_dir(loop_id) / f"iteration-{i}"
+        if output.is_dir() and any((output / marker).is_file() for marker in ("adapter_config.json", "config.json")):
+            # Training finished but the loop stopped before recording it: train again
+            # (same seed, same data, same weights) rather than trust an unrecorded model.
+            shutil.rmtree(output)
         args = self.trainer_args.model_copy(update={"resume": True, "seed": self.config.seed})
         training_id = self._training_started(start, start_hash, manifest_hash, output, args)
         self.reporter.log(f"training {self.config.trainer} on {len(train)} rows from {_describe(start)}")
@@ -465,7 +469,13 @@ class _Loop:
                     outcome.response_tokens, outcome.padding_share, outcome.tokens_per_second,
                     outcome.wall_time_s, outcome.steps, outcome.epochs, outcome.best_step,
                     outcome.stopped_early, outcome.resumed, outcome.train_examples,
-                    outcome.validation_examples, json.dumps(dict(outcome.details), default=str), utcnow(),
+                    outcome.validation_examples,
+                    json.dumps(
+                        {**dict(outcome.details), "train_time_s": outcome.train_time_s,
+                         "truncated_examples": outcome.truncated_examples},
+                        default=str,
+                    ),
+                    utcnow(),
                     training_id,
                 ],
             )

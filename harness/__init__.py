@@ -109,20 +109,11 @@ if TYPE_CHECKING:
         detector,
         metric,
     )
-    from harness.errors import (
-        ConfigError,
-        HarnessError,
-        NotFoundError,
-        PluginError,
-        StoreLockedError,
-        TrainingError,
-        UnknownComponentError,
-    )
     from harness.datasets import build_dataset
     from harness.datasources import DataRequest
     from harness.document import (
-        BarChart,
         Badge,
+        BarChart,
         Column,
         Document,
         Highlight,
@@ -135,6 +126,15 @@ if TYPE_CHECKING:
         Spark,
         Table,
         Text,
+    )
+    from harness.errors import (
+        ConfigError,
+        HarnessError,
+        NotFoundError,
+        PluginError,
+        StoreLockedError,
+        TrainingError,
+        UnknownComponentError,
     )
     from harness.evaluate import EvalOptions, RunSummary, evaluate
     from harness.hookspecs import hookimpl

@@ -36,7 +36,6 @@ from harness.errors import ConfigError
 from harness.hookspecs import hookimpl
 from harness.queries import Queries, RunInfo, SampleDetail
 
-
 _TONES = {
     "better": "good",
     "worse": "bad",

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.reports.run import format_duration
+
 from harness.comparison import compare_runs
 from harness.components import ReportView
 from harness.document import (
@@ -27,7 +29,6 @@ from harness.document import (
 )
 from harness.hookspecs import hookimpl
 from harness.queries import IterationInfo, LoopInfo, Queries
-from harness.reports.run import format_duration
 
 _DECISION_TONES = {
     "baseline": "neutral",

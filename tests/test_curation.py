@@ -11,10 +11,10 @@ from harness.suite import load_suite
 from harness.types import Sample, TrainingExample
 
 DEFS = Path(__file__).parent / "data" / "datasets" / "defs"
-I = "Define the word in one sentence."
+INSTRUCTION = "Define the word in one sentence."
 
 
-def row(input: str, output: str, instruction: str = I, **provenance: object) -> TrainingExample:
+def row(input: str, output: str, instruction: str = INSTRUCTION, **provenance: object) -> TrainingExample:
     return TrainingExample(instruction, input, output, source="test", provenance=provenance)
 
 
@@ -76,14 +76,14 @@ def test_variants_of_one_family_are_not_near_duplicates_of_each_other() -> None:
     text = "A tool with a heavy bladed head on a long handle, used for chopping wood."
     seed = row("axe", text, family="pool:x:1")
     variants = [
-        row("AXE", text, instruction="Task: " + I, family="pool:x:1"),
+        row("AXE", text, instruction="Task: " + INSTRUCTION, family="pool:x:1"),
         row("axe.", text, instruction="Please define the word in one sentence.", family="pool:x:1"),
-        row("axe", text, instruction="Task: " + I, family="pool:x:1"),  # exact copy: still dropped
+        row("axe", text, instruction="Task: " + INSTRUCTION, family="pool:x:1"),  # exact copy: still dropped
         row("axe", text, instruction="Task: " + I + " ", family="pool:y:2"),  # another family
     ]
     result = curate(variants, existing=[seed])
     assert [d.reason for d in result.decisions] == [None, None, "duplicate", "duplicate"]
-    unrelated = curate([row("AXE", text, instruction="Task: " + I)], existing=[seed])
+    unrelated = curate([row("AXE", text, instruction="Task: " + INSTRUCTION)], existing=[seed])
     assert unrelated.dropped == {"near_duplicate_of_parent": 1}
 
 

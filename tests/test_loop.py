@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.comparison import MetricComparison
-from harness.errors import ConfigError, HarnessError, UnknownComponentError
+from harness.errors import ConfigError, UnknownComponentError
 from harness.hookspecs import hookimpl
 from harness.loop import LoopConfig, decide, run_loop
 from harness.plugin_manager import load_plugins

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness import hookspecs
-from harness.components import Detector, Metric, detector, metric
+from harness.components import Detector, Metric, detector
 from harness.errors import PluginError, UnknownComponentError
 from harness.hookspecs import hookimpl
 from harness.plugin_manager import BUILTIN_PLUGINS, load_plugins

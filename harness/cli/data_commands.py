@@ -227,8 +227,8 @@ def export_command(
     Fill in the corrected_output column (delete rows you skip), then
     `harness data import FILE` adds the corrections as training rows.
     """
-    from harness.clustering import cluster_run, latest_clustering
     from harness.annotation import export_annotations
+    from harness.clustering import cluster_run, latest_clustering
     from harness.queries import Queries
 
     with state.writer() as store:

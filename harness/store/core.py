@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -142,7 +142,7 @@ class Store:
                     "pid": os.getpid(),
                     "host": socket.gethostname(),
                     "command": " ".join(sys.argv),
-                    "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "since": datetime.now(UTC).isoformat(timespec="seconds"),
                 }
             )
         )
@@ -308,4 +308,4 @@ def _explain_duckdb_lock(path: Path, exc: Exception) -> str:
 
 def utcnow() -> datetime:
     """Now, in UTC, without tzinfo: the store keeps TIMESTAMP columns in UTC."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)

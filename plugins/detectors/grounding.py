@@ -5,10 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from harness.components import Detector
-from harness.hookspecs import hookimpl
 from harness.plugins.detectors._text import (
     Claim,
     claims,
@@ -17,6 +13,10 @@ from harness.plugins.detectors._text import (
     numbers,
     word_stems,
 )
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.components import Detector
+from harness.hookspecs import hookimpl
 from harness.types import Issue, Item
 
 

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+from harness.plugins.detectors._chrf import pairwise_chrf
+from harness.plugins.detectors._text import TOKEN, number_key, numbers, stop_words
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.components import Detector, Needs
 from harness.hookspecs import hookimpl
-from harness.plugins.detectors._chrf import pairwise_chrf
-from harness.plugins.detectors._text import TOKEN, number_key, numbers, stop_words
 from harness.types import Issue, Item
 
 Mode = Literal["yes_no", "number", "short", "text"]

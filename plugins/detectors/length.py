@@ -7,11 +7,11 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from harness.plugins.detectors._text import TOKEN
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from harness.components import Detector
 from harness.hookspecs import hookimpl
-from harness.plugins.detectors._text import TOKEN
 from harness.types import Issue, Item
 
 # The end of the last complete sentence: terminal punctuation, maybe closing quotes.

@@ -6,12 +6,12 @@ import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
+from harness.plugins.detectors._lexicon import known
+from harness.plugins.detectors._text import Token, stem, tokens, word_stems
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.components import Detector
 from harness.hookspecs import hookimpl
-from harness.plugins.detectors._lexicon import known
-from harness.plugins.detectors._text import Token, stem, tokens, word_stems
 from harness.types import Issue, Item
 
 # What follows the apostrophe of a contraction ("don't", "they're", "I'd").

@@ -6,11 +6,11 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
+from harness.plugins.detectors._text import TOKEN
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.components import Detector
 from harness.hookspecs import hookimpl
-from harness.plugins.detectors._text import TOKEN
 from harness.types import Issue, Item
 
 

@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from harness.plugins.detectors._chrf import pairwise_chrf
+from harness.plugins.detectors._text import Claim, claims, number_key, numbers, word_stems
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.components import Detector, Needs
 from harness.hookspecs import hookimpl
-from harness.plugins.detectors._chrf import pairwise_chrf
-from harness.plugins.detectors._text import Claim, claims, number_key, numbers, word_stems
 from harness.types import Issue, Item
 
 

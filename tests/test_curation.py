@@ -79,7 +79,7 @@ def test_variants_of_one_family_are_not_near_duplicates_of_each_other() -> None:
         row("AXE", text, instruction="Task: " + INSTRUCTION, family="pool:x:1"),
         row("axe.", text, instruction="Please define the word in one sentence.", family="pool:x:1"),
         row("axe", text, instruction="Task: " + INSTRUCTION, family="pool:x:1"),  # exact copy: still dropped
-        row("axe", text, instruction="Task: " + I + " ", family="pool:y:2"),  # another family
+        row("axe", text, instruction="Task: " + INSTRUCTION + " ", family="pool:y:2"),  # another family
     ]
     result = curate(variants, existing=[seed])
     assert [d.reason for d in result.decisions] == [None, None, "duplicate", "duplicate"]

@@ -113,6 +113,9 @@ class Backend(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     Options: ClassVar[type[BaseModel]] = NoArgs
+    speed_only_options: ClassVar[frozenset[str]] = frozenset()
+    """Options that change how fast outputs come, never what they are (batch sizes,
+    concurrency, retries): left out of a run's identity, so changing them reuses the run."""
 
     def __init__(self, spec: ModelSpec, options: BaseModel):
         self.spec = spec

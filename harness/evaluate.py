@@ -227,7 +227,7 @@ def _run_header(
     options: EvalOptions,
 ) -> dict[str, Any]:
     spec = backend.spec
-    output_options = {k: v for k, v in dict(spec.options).items() if k not in _SPEED_ONLY_OPTIONS}
+    output_options = {k: v for k, v in dict(spec.options).items() if k not in backend.speed_only_options}
     metrics = [m.config.model_dump(mode="json") for m in components.metrics]
     detectors = [d.config.model_dump(mode="json") for d in components.detectors]
     identity = {
@@ -276,10 +276,6 @@ def _run_header(
         "status": "running",
         "started_at": utcnow(),
     }
-
-
-_SPEED_ONLY_OPTIONS = {"batch_size", "score_batch_size", "threads"}
-"""Backend options that change speed, not outputs: not part of a run's identity."""
 
 
 def _public_header(header: Mapping[str, Any]) -> dict[str, Any]:

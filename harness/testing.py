@@ -28,7 +28,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from harness.components import Backend, Progress
 from harness.hookspecs import hookimpl
@@ -94,6 +94,8 @@ def item(
 class MockOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    batch_size: int = Field(8, ge=1, description="Accepted and ignored: a speed-only option, for tests.")
+
 
 def echo_input(prompt: str) -> str:
     """The text under `### Input:` of an instruction prompt (else the prompt's last line)."""
@@ -113,6 +115,7 @@ class MockBackend(Backend):
     name = "mock"
     description = "answers from a Python function; for tests"
     Options = MockOptions
+    speed_only_options = frozenset({"batch_size"})
     responder: Callable[[str], str] = staticmethod(echo_input)
     calls: list[str] = []
 

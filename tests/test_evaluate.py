@@ -82,7 +82,9 @@ def test_an_interrupted_run_resumes_without_regenerating(suite, harness_store, h
 
     mock_backend.responder = staticmethod(original)
     mock_backend.calls = []
-    summary = evaluate(suite, mock_spec(), harness_store, plugins, EvalOptions(chunk_size=2))
+    # A speed-only option (here the batch size) is not part of the run's identity: the run resumes.
+    faster = ModelSpec(path="mock-model", backend="mock", options={"batch_size": 32})
+    summary = evaluate(suite, faster, harness_store, plugins, EvalOptions(chunk_size=2))
     assert summary.resumed and summary.run_id == failed["run_id"]
     assert summary.generated == 4 and len(mock_backend.calls) == 4
     assert harness_store.scalar("SELECT status FROM runs WHERE run_id = ?", [summary.run_id]) == "completed"

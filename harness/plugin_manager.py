@@ -55,6 +55,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "harness.plugins.data_sources.augment",
     "harness.plugins.data_sources.teacher",
     "harness.plugins.data_sources.annotate",
+    "harness.plugins.backends.openai",
 )
 """Modules of the built-in plugins, registered through the same hooks as any other."""
 

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from harness import environment
 from harness.components import Backend
+from harness.distributed import Executor
 from harness.errors import ConfigError
 from harness.generation import (
     DEFAULT_CHUNK,
@@ -65,6 +66,9 @@ class EvalOptions:
     confidence: float = 0.95
     resamples: int = 1000
     chunk_size: int = DEFAULT_CHUNK
+    executor: Executor | None = None
+    """Where missing generations are made: None = this process; a `RayExecutor` = a Ray
+    cluster. Outputs and the run's identity do not depend on it."""
 
 
 @dataclass
@@ -164,7 +168,13 @@ def _evaluate_loaded(
         )
         jobs = make_jobs(backend.checkpoint_hash, prompts, generation, needs.draws, draw_config)
         generated, cached = generate_with_cache(
-            store, run_id, backend, jobs, reporter=reporter, chunk_size=options.chunk_size
+            store,
+            run_id,
+            backend,
+            jobs,
+            reporter=reporter,
+            chunk_size=options.chunk_size,
+            executor=options.executor,
         )
         nll: dict[str, tuple[float, int]] = {}
         if needs.reference_nll:

@@ -3,6 +3,8 @@
 A generation is keyed by (checkpoint hash, prompt, decoding parameters, draw): asking
 for it again, in this run or any later one, costs a lookup. What is missing is
 generated in chunks, each committed as it finishes, so an interrupted run keeps its work.
+An executor (`harness.distributed`) decides where chunks run: in this process, or on a
+Ray cluster; keys and per-sample seeds are fixed here either way.
 """
 
 from __future__ import annotations
@@ -10,16 +12,18 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass
 
 import pyarrow as pa
 from duckdb import DuckDBPyConnection
 
 from harness.components import Backend
+from harness.distributed import Executor, LocalExecutor, Shard, ShardGroup
 from harness.progress import NullReporter, Reporter
 from harness.store import Store, insert
 from harness.store.core import utcnow
-from harness.types import Completion, Generation, GenerationConfig
+from harness.types import Generation, GenerationConfig
 
 DEFAULT_CHUNK = 64
 """Prompts generated between commits: the most an interruption can lose."""
@@ -94,11 +98,15 @@ def generate_with_cache(
     *,
     reporter: Reporter | None = None,
     chunk_size: int = DEFAULT_CHUNK,
+    executor: Executor | None = None,
 ) -> tuple[int, int]:
     """Make sure every job has a stored generation linked to the run.
 
+    Missing generations are made by `executor` (by default this process, with `backend`)
+    in shards of `chunk_size` prompts, each committed as it comes back.
     Returns (generated now, taken from the cache)."""
     reporter = reporter or NullReporter()
+    executor = executor or LocalExecutor()
     linked = {
         (row["sample_id"], row["draw"])
         for row in store.query("SELECT sample_id, draw FROM run_generations WHERE run_id = ?", [run_id])
@@ -113,44 +121,49 @@ def generate_with_cache(
     # Similar lengths share chunks (and so batches): less padding.
     missing.sort(key=lambda job: (job.config.model_dump_json(), len(job.prompt)))
     if missing:
+        chunks = [missing[start : start + chunk_size] for start in range(0, len(missing), chunk_size)]
+        shards = [_shard(index, chunk) for index, chunk in enumerate(chunks)]
+        scratch = store.path.with_name(store.path.name + ".shards")
         with reporter.task("generating", total=len(missing)) as advance:
-            for start in range(0, len(missing), chunk_size):
-                chunk = missing[start : start + chunk_size]
-                by_config: dict[str, list[GenerationJob]] = {}
-                for job in chunk:
-                    by_config.setdefault(job.config.model_dump_json(), []).append(job)
-                rows: list[tuple[GenerationJob, Completion]] = []
-                for group in by_config.values():
-                    config = group[0].config
-                    seeds = [sample_seed(config, job.key) for job in group]
-                    completions = backend.generate(
-                        [job.prompt for job in group], config, seeds=seeds, progress=advance
-                    )
-                    if len(completions) != len(group):
+            finished = executor.run(backend, shards, scratch=scratch, progress=advance, log=reporter.log)
+            # closing(): an error while committing must stop the executor's work at once.
+            with closing(finished):
+                for shard, table in finished:
+                    chunk = chunks[shard.index]
+                    keys = table.column("cache_key").to_pylist()
+                    if keys != shard.keys:
                         raise RuntimeError(
-                            f"backend {backend.name!r} returned {len(completions)} completions "
-                            f"for {len(group)} prompts"
+                            f"shard {shard.index} came back with {len(keys)} generations that do not "
+                            f"match the {len(chunk)} prompts sent"
                         )
-                    rows.extend(zip(group, completions))
-                with store.transaction() as con:
-                    now = utcnow()
-                    insert(
-                        con,
-                        "generations",
-                        {
-                            "cache_key": [job.key for job, _ in rows],
-                            "checkpoint_hash": [backend.checkpoint_hash] * len(rows),
-                            "text": [c.text for _, c in rows],
-                            "prompt_tokens": [c.prompt_tokens for _, c in rows],
-                            "completion_tokens": [c.completion_tokens for _, c in rows],
-                            "finish_reason": [c.finish_reason for _, c in rows],
-                            "latency_s": [float(c.latency_s) for _, c in rows],
-                            "created_at": [now] * len(rows),
-                        },
-                        ignore_conflicts=True,
-                    )
-                    _link(con, run_id, [job for job, _ in rows], cached=False)
+                    with store.transaction() as con:
+                        rows = table.num_rows
+                        table = table.append_column(
+                            "checkpoint_hash", pa.array([backend.checkpoint_hash] * rows, pa.string())
+                        ).append_column("created_at", pa.array([utcnow()] * rows, pa.timestamp("us")))
+                        insert(con, "generations", table, ignore_conflicts=True)
+                        _link(con, run_id, chunk, cached=False)
     return len(missing), len(from_cache)
+
+
+def _shard(index: int, chunk: Sequence[GenerationJob]) -> Shard:
+    """A chunk as the executor sees it: prompts by decoding parameters, with cache keys
+    and per-sample seeds fixed here, so that where it runs cannot change what comes out."""
+    by_config: dict[str, list[GenerationJob]] = {}
+    for job in chunk:
+        by_config.setdefault(job.config.model_dump_json(), []).append(job)
+    groups = []
+    for group in by_config.values():
+        config = group[0].config
+        groups.append(
+            ShardGroup(
+                config=config,
+                keys=tuple(job.key for job in group),
+                prompts=tuple(job.prompt for job in group),
+                seeds=tuple(sample_seed(config, job.key) for job in group),
+            )
+        )
+    return Shard(index, tuple(groups))
 
 
 def _link(con: DuckDBPyConnection, run_id: int, jobs: Sequence[GenerationJob], *, cached: bool) -> None:

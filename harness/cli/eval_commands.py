@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,44 @@ def model_options(fn: Any) -> Any:
     return fn
 
 
+def ray_options(fn: Any) -> Any:
+    """--ray / --ray-address / --workers: generate on a Ray cluster (the `ray` extra)."""
+    fn = click.option(
+        "--workers",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Ray workers, each with its own copy of the model (default: one per GPU, "
+        "else one per CPU of the cluster).",
+    )(fn)
+    fn = click.option(
+        "--ray-address",
+        metavar="ADDRESS",
+        default=None,
+        help="Join an existing Ray cluster ('auto', or HOST:PORT of `ray start --head`) "
+        "instead of starting one on this machine.  [default: $RAY_ADDRESS if set]",
+    )(fn)
+    fn = click.option(
+        "--ray",
+        "use_ray",
+        is_flag=True,
+        help="Generate on Ray workers (data-parallel); results go to the same store, "
+        "identical to a single-process run. Needs: pip install 'harness-loop[ray]'.",
+    )(fn)
+    return fn
+
+
+def ray_executor(plugins: Any, use_ray: bool, address: str | None, workers: int | None) -> Any:
+    """A RayExecutor for --ray, else None; --ray-address and --workers need --ray."""
+    if not use_ray:
+        given = [flag for flag, value in (("--ray-address", address), ("--workers", workers)) if value]
+        if given:
+            raise ConfigError(f"{' and '.join(given)} only apply with --ray; add --ray")
+        return None
+    from harness.distributed import RayExecutor
+
+    return RayExecutor(plugins, address=address, workers=workers)
+
+
 @click.command("eval", context_settings=CONTEXT_SETTINGS)
 @click.argument("suite")
 @model_options
@@ -73,6 +112,7 @@ def model_options(fn: Any) -> Any:
     is_flag=True,
     help="Exit with code 1 if a metric misses the target its suite sets.",
 )
+@ray_options
 @pass_state
 def eval_command(
     state: CliState,
@@ -89,6 +129,9 @@ def eval_command(
     commit_every: int,
     report: bool,
     check_targets: bool,
+    use_ray: bool,
+    ray_address: str | None,
+    workers: int | None,
 ) -> None:
     """Evaluate SUITE (a built-in suite's name, or a suite.yaml path) against a checkpoint.
 
@@ -97,6 +140,7 @@ def eval_command(
       harness eval dictionary --model default --limit 50
       harness eval ./my-suite/suite.yaml --model ./merged
       harness eval numbers --model base/ --adapter out/adapter -o batch_size=16
+      harness eval dictionary --model default --ray --ray-address auto --workers 8
 
     Generations are cached by checkpoint, prompt and parameters: evaluating an unchanged
     checkpoint again generates nothing, and an interrupted run resumes where it stopped.
@@ -115,6 +159,8 @@ def eval_command(
         backend=backend,
         options=parse_options(backend_options, "--backend-option"),
     )
+    # Connect to Ray before the store is touched: a bad address leaves no run behind.
+    executor = ray_executor(plugins, use_ray, ray_address, workers)
     options = EvalOptions(
         limit=limit,
         seed=seed,
@@ -122,9 +168,10 @@ def eval_command(
         label=label,
         resume=not new_run,
         chunk_size=commit_every,
+        executor=executor,
     )
     reporter = RichReporter(state.err)
-    with state.writer() as store:
+    with executor or nullcontext(), state.writer() as store:
         summary = evaluate(loaded, spec, store, plugins, options, reporter=reporter)
     state.err.print(
         f"run [bold]{summary.run_id}[/]: {summary.n_samples} samples, "

@@ -34,9 +34,10 @@ from harness.evaluate import EvalOptions, evaluate, load_backend
 from harness.plugin_manager import Plugins
 from harness.progress import NullReporter, Reporter
 from harness.queries import Queries
-from harness.store import Store, insert
+from harness.store import Store
 from harness.store.core import utcnow
 from harness.suite import Suite, load_suite, validate_args
+from harness.training_runs import fail_training_run, finish_training_run, start_training_run
 from harness.types import ModelSpec
 
 STEPS = ("started", "clustered", "data", "trained", "evaluated", "decided")
@@ -421,7 +422,10 @@ class _Loop:
             # (same seed, same data, same weights) rather than trust an unrecorded model.
             shutil.rmtree(output)
         args = self.trainer_args.model_copy(update={"resume": True, "seed": self.config.seed})
-        training_id = self._training_started(start, start_hash, manifest_hash, output, args)
+        training_id = start_training_run(
+            self.store, trainer=self.config.trainer, args=args, manifest_hash=manifest_hash,
+            base=start, base_hash=start_hash, output=output,
+        )
         self.reporter.log(f"training {self.config.trainer} on {len(train)} rows from {_describe(start)}")
         try:
             with self.reporter.task("training steps", total=None) as advance:
@@ -429,71 +433,14 @@ class _Loop:
                     start, train, [], output, args, prompt=self.suite.config.prompt, progress=advance
                 )
         except BaseException as exc:
-            self._training_finished(training_id, None, error=f"{type(exc).__name__}: {exc}")
+            fail_training_run(self.store, training_id, f"{type(exc).__name__}: {exc}")
             raise
-        self._training_finished(training_id, outcome)
+        finish_training_run(self.store, training_id, outcome)
         self.reporter.log(
             f"trained {outcome.steps} steps, {outcome.tokens_trained} tokens "
             f"({outcome.tokens_per_second:.0f} tokens/s) in {outcome.wall_time_s:.0f}s"
         )
         return training_id, outcome.checkpoint, outcome.checkpoint_hash
-
-    def _training_started(
-        self, start: ModelSpec, start_hash: str, manifest_hash: str, output: Path, args: BaseModel
-    ) -> int:
-        with self.store.transaction() as con:
-            return int(
-                con.execute(
-                    "INSERT INTO training_runs (trainer, args, manifest_hash, base_path, base_adapter, "
-                    "base_checkpoint_hash, output_path, status, started_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?) RETURNING training_id",
-                    [self.config.trainer, args.model_dump_json(), manifest_hash, start.path,
-                     start.adapter, start_hash, str(output), utcnow()],
-                ).fetchone()[0]
-            )
-
-    def _training_finished(self, training_id: int, outcome: Any, error: str | None = None) -> None:
-        with self.store.transaction() as con:
-            if outcome is None:
-                con.execute(
-                    "UPDATE training_runs SET status = 'failed', error = ?, finished_at = ? WHERE training_id = ?",
-                    [error, utcnow(), training_id],
-                )
-                return
-            con.execute(
-                "UPDATE training_runs SET status = 'completed', output_checkpoint = ?, output_checkpoint_hash = ?, "
-                "tokens_trained = ?, response_tokens = ?, padding_share = ?, tokens_per_second = ?, wall_time_s = ?, "
-                "steps = ?, epochs = ?, best_step = ?, stopped_early = ?, resumed = ?, train_examples = ?, "
-                "validation_examples = ?, details = ?, finished_at = ? WHERE training_id = ?",
-                [
-                    json.dumps(_spec_dict(outcome.checkpoint)), outcome.checkpoint_hash, outcome.tokens_trained,
-                    outcome.response_tokens, outcome.padding_share, outcome.tokens_per_second,
-                    outcome.wall_time_s, outcome.steps, outcome.epochs, outcome.best_step,
-                    outcome.stopped_early, outcome.resumed, outcome.train_examples,
-                    outcome.validation_examples,
-                    json.dumps(
-                        {**dict(outcome.details), "train_time_s": outcome.train_time_s,
-                         "truncated_examples": outcome.truncated_examples},
-                        default=str,
-                    ),
-                    utcnow(),
-                    training_id,
-                ],
-            )
-            curves = [(s, "train", loss, lr) for s, loss, lr in outcome.loss_curve]
-            curves += [(s, "validation", loss, None) for s, loss in outcome.validation_curve]
-            insert(
-                con,
-                "training_curves",
-                {
-                    "training_id": [training_id] * len(curves),
-                    "step": [c[0] for c in curves],
-                    "split": [c[1] for c in curves],
-                    "loss": [c[2] for c in curves],
-                    "learning_rate": [c[3] for c in curves],
-                },
-                ignore_conflicts=True,
-            )
 
     # -- deciding ---------------------------------------------------------------------
 

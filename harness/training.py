@@ -25,6 +25,16 @@ Every trainer (`lora`, `ia3`, `full`) runs the same engine, `InstructionTuner.tr
   weights an uninterrupted run reaches.
 - A non-finite loss, validation loss or weight stops training with `TrainingError`
   before anything broken is written: no checkpoint of non-finite weights, no final model.
+- Launched as several processes (`torchrun`, `accelerate launch`), each process trains on
+  its own micro-batches (DDP, or FSDP through an accelerate config) and the optimizer step
+  covers the global batch: batch_size x gradient_accumulation_steps x processes rows. The
+  batches of one step are those a single process with that global batch would take, in
+  every batching mode (see `GuardedSFTTrainer._get_train_sampler`), and the loss is the
+  mean over the labelled tokens of the whole global batch, so N processes with batch B
+  follow one process with batch N x B (or with N accumulation steps) up to the order of
+  floating-point sums. Token counts and the non-finite guard are summed over processes, so
+  every process reports and stops alike; only the main process writes the final model,
+  and every process returns the main process's outcome.
 
 transformers, TRL and peft are imported on first use, never at import time: the plugin
 manager imports every built-in trainer module whenever it starts.
@@ -33,7 +43,9 @@ manager imports every built-in trainer module whenever it starts.
 from __future__ import annotations
 
 import functools
+import json
 import math
+import os
 import random
 import shutil
 import tempfile
@@ -64,6 +76,80 @@ _MARKERS = ("adapter_config.json", "config.json")
 """Files whose presence makes a directory a finished checkpoint; written last."""
 
 _CHECKPOINT_PREFIX = "checkpoint-"
+
+_EXPERT_COUNT_FIELDS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+"""Config fields that make a model a mixture of experts (not every expert runs every step)."""
+
+
+# ---------------------------------------------------------------------------
+# Which process this is
+# ---------------------------------------------------------------------------
+
+
+def _env_int(names: Sequence[str], default: int) -> int:
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return int(value)
+    return default
+
+
+def process_count() -> int:
+    """Processes in this training launch, from the launcher's environment (torchrun and
+    `accelerate launch` set WORLD_SIZE; MPI launchers their own variables); 1 otherwise."""
+    return _env_int(("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"), 1)
+
+
+def process_rank() -> int:
+    """This process's global rank in the launch (0 when not launched as several processes)."""
+    return _env_int(("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK"), 0)
+
+
+def is_main_process() -> bool:
+    """Whether this process records results: the only one, or rank 0 of a launch. Known
+    from the environment, so it can be asked before any process group exists."""
+    return process_rank() == 0
+
+
+def _accelerator_available() -> bool:
+    import torch
+
+    probe = getattr(torch, "accelerator", None)  # torch >= 2.6: CUDA, ROCm, XPU, MPS, ...
+    return bool(probe.is_available()) if probe is not None else torch.cuda.is_available()
+
+
+def cpu_processes() -> bool:
+    """Whether this is a launch of several processes on a machine without an accelerator.
+    accelerate must then be told to use CPU processes (gloo): otherwise it counts one
+    process per launch and each would train the whole run alone."""
+    return process_count() > 1 and not _accelerator_available()
+
+
+def check_launch() -> None:
+    """Refuse a launch that would not train as configured. accelerate (1.x) applies an
+    FSDP configuration only to processes on accelerator devices: CPU processes would
+    quietly train with DDP instead, each holding the whole model."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not _accelerator_available():
+        raise ConfigError(
+            "the accelerate config asks for FSDP, but this machine has no GPU and accelerate shards "
+            "models only across GPUs (on CPU processes it would train with DDP, unsharded); launch "
+            "with docs/accelerate/ddp_cpu.yaml or torchrun here, and with the FSDP config on GPUs"
+        )
+
+
+DDP_TIMEOUT_S = 1800
+"""How long a process waits for the others at a collective (transformers' ddp_timeout)."""
+
+
+def distributed_state() -> Any:
+    """accelerate's state of this launch, its process group initialised from the launcher's
+    environment (the trainer later finds the group and uses it); a plain single process
+    otherwise."""
+    from datetime import timedelta
+
+    from accelerate import PartialState
+
+    return PartialState(cpu=cpu_processes(), timeout=timedelta(seconds=DDP_TIMEOUT_S))
 
 
 # ---------------------------------------------------------------------------
@@ -483,6 +569,7 @@ def prepare(
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, set_seed
 
+    check_launch()
     hf = _hf()
     model_dir = checkpoints.resolve_model_dir(base.path)
     if not (model_dir / "config.json").is_file():
@@ -522,18 +609,17 @@ def prepare(
         use_safetensors=None if base.options.get("allow_pickle") else True,
         **overrides,
     )
-    model_hash = checkpoints.content_hash(model_dir)
-    adapter_hash = (
-        checkpoints.content_hash(checkpoints.resolve_adapter_dir(base.adapter))
-        if base.adapter
-        else None
-    )
-    details: dict[str, Any] = {
-        "base_model": str(model_dir),
-        "base_model_hash": model_hash,
+    details: dict[str, Any] = {"base_model": str(model_dir)}
+    if is_main_process():  # the outcome is the main process's: the others need not read every file
+        model_hash = checkpoints.content_hash(model_dir)
+        adapter_hash = (
+            checkpoints.content_hash(checkpoints.resolve_adapter_dir(base.adapter))
+            if base.adapter
+            else None
+        )
+        details["base_model_hash"] = model_hash
         # what the hf backend reports for the starting checkpoint (base + adapter)
-        "base_hash": checkpoints.checkpoint_hash(model_hash, adapter_hash),
-    }
+        details["base_hash"] = checkpoints.checkpoint_hash(model_hash, adapter_hash)
     if base.adapter:
         model = _with_existing_adapter(tuner, model, base.adapter, args, details)
     elif tuner.produces_adapter:
@@ -599,6 +685,12 @@ def prepare(
         bf16=args.bf16,
         activation_checkpointing=args.gradient_checkpointing,
         dataloader_pin_memory=torch.cuda.is_available(),
+        use_cpu=cpu_processes(),
+        # Every trainable weight of a dense text model gets a gradient each step; skipping
+        # DDP's search for unused ones saves a graph traversal per step.
+        ddp_find_unused_parameters=_may_leave_weights_unused(config),
+        ddp_timeout=DDP_TIMEOUT_S,
+        log_level_replica="error",  # the main process warns once; the others would repeat it
         max_length=args.max_length,
         packing=False,  # packed above, into rows that keep their own attention masks
         train_sampling_strategy="group_by_length"
@@ -625,6 +717,10 @@ def prepare(
         callbacks=callbacks,
     )
     trainer.remove_callback(hf.PrinterCallback)  # the harness reports progress itself
+    processes = trainer.accelerator.num_processes
+    details["processes"] = processes
+    details["parallelism"] = trainer.accelerator.distributed_type.value
+    details["global_batch_rows"] = args.batch_size * args.gradient_accumulation_steps * processes
     return Prepared(
         trainer=trainer,
         train_examples=len(encoded_train.input_ids),
@@ -647,33 +743,58 @@ def _run(
 ) -> TrainingOutcome:
     started = time.perf_counter()
     output_dir = output_dir.expanduser().resolve()
+    resume_from = check_output_dir(output_dir, resume=args.resume)
     output_dir.mkdir(parents=True, exist_ok=True)
-    finished = [m for m in _MARKERS if (output_dir / m).is_file()]
-    if finished:
-        raise ConfigError(
-            f"{output_dir} already holds a trained checkpoint ({finished[0]}); train into a new directory"
-        )
-    resume_from = latest_checkpoint(output_dir)
-    if resume_from is not None and not args.resume:
-        raise ConfigError(
-            f"{output_dir} holds checkpoints of an earlier run (latest: {resume_from.name}); "
-            "pass resume: true to continue it, or train into an empty directory"
-        )
 
     prepared = prepare(tuner, base, train, validation, output_dir, args, prompt, progress)
     trainer = prepared.trainer
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    accelerator = trainer.accelerator
+    # Every process has finished (loading the best checkpoint included) before the main
+    # process writes the final model and removes the checkpoints the others may still read.
+    accelerator.wait_for_everyone()
 
     model = trainer.model
     # Settings made for training only (full fine-tuning's dropout) stay out of the checkpoint.
     for key, value in prepared.original_config.items():
         setattr(model.config, key, value)
-    _require_finite_weights(model, trainer.state.global_step, "the final model")
-    _save_final(model, trainer.processing_class, output_dir, adapter=tuner.produces_adapter)
-    if not args.keep_checkpoints:
-        for old in output_dir.glob(f"{_CHECKPOINT_PREFIX}*"):
-            shutil.rmtree(old, ignore_errors=True)
+    _require_finite_weights(model, trainer.state.global_step, "the final model", accelerator)
+    state_dict = _gathered_state_dict(trainer)  # FSDP: every process gives its shards
+    outcome: TrainingOutcome | None = None
+    if accelerator.is_main_process:
+        _save_final(
+            model,
+            trainer.processing_class,
+            output_dir,
+            adapter=tuner.produces_adapter,
+            state_dict=state_dict,
+        )
+        if not args.keep_checkpoints:
+            for old in output_dir.glob(f"{_CHECKPOINT_PREFIX}*"):
+                shutil.rmtree(old, ignore_errors=True)
+        outcome = _outcome(tuner, base, output_dir, args, prepared, resume_from, started)
+    if accelerator.num_processes == 1:
+        assert outcome is not None
+        return outcome
+    from accelerate.utils import broadcast_object_list
 
+    # One outcome everywhere: the main process's, with the hash of the model it wrote.
+    # This also holds the other processes until the final model is on disk.
+    shared = broadcast_object_list([outcome], from_process=0)[0]
+    assert isinstance(shared, TrainingOutcome)
+    return shared
+
+
+def _outcome(
+    tuner: InstructionTuner,
+    base: ModelSpec,
+    output_dir: Path,
+    args: TrainingArgs,
+    prepared: Prepared,
+    resume_from: Path | None,
+    started: float,
+) -> TrainingOutcome:
+    trainer = prepared.trainer
     state = trainer.state
     stats = trainer.stats()
     if tuner.produces_adapter:
@@ -710,6 +831,23 @@ def _run(
         truncated_examples=prepared.truncated,
         details=prepared.details,
     )
+
+
+def check_output_dir(output_dir: Path, *, resume: bool) -> Path | None:
+    """The checkpoint to resume from (None: start afresh), or an error when `output_dir`
+    holds a finished model, or checkpoints that `resume` does not ask to continue."""
+    finished = [m for m in _MARKERS if (output_dir / m).is_file()]
+    if finished:
+        raise ConfigError(
+            f"{output_dir} already holds a trained checkpoint ({finished[0]}); train into a new directory"
+        )
+    resume_from = latest_checkpoint(output_dir)
+    if resume_from is not None and not resume:
+        raise ConfigError(
+            f"{output_dir} holds checkpoints of an earlier run (latest: {resume_from.name}); "
+            "pass resume: true to continue it, or train into an empty directory"
+        )
+    return resume_from
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
@@ -767,29 +905,86 @@ def _peft_summary(config: Any) -> dict[str, Any]:
     return summary
 
 
-def _require_finite_weights(model: Any, step: int, what: str) -> None:
+def _require_finite_weights(
+    model: Any, step: int, what: str, accelerator: Any | None = None
+) -> None:
+    """Stop on a non-finite trainable weight. With several processes every one must call
+    this: each checks the weights it holds (FSDP: its shards) and all stop together."""
     import torch
 
+    broken = None
     for name, parameter in model.named_parameters():
-        if parameter.requires_grad and not torch.isfinite(parameter).all():
-            raise TrainingError(
-                f"training stopped at step {step}: weight {name} is not finite, so {what} was not "
-                "saved; lower the learning rate"
-            )
+        if not parameter.requires_grad:
+            continue
+        held = parameter.to_local() if hasattr(parameter, "to_local") else parameter  # DTensor
+        if not torch.isfinite(held).all():
+            broken = f"weight {name}"
+            break
+    if accelerator is not None and accelerator.num_processes > 1:
+        flag = torch.tensor([broken is not None], dtype=torch.int64, device=accelerator.device)
+        if int(accelerator.reduce(flag, reduction="sum").item()) and broken is None:
+            broken = "a weight held by another process"
+    if broken is not None:
+        raise TrainingError(
+            f"training stopped at step {step}: {broken} is not finite, so {what} was not "
+            "saved; lower the learning rate"
+        )
 
 
-def _save_final(model: Any, tokenizer: Any, output_dir: Path, *, adapter: bool) -> None:
+def _gathered_state_dict(trainer: Any) -> dict[str, Any] | None:
+    """The full state dict of a sharded (FSDP) model, gathered from every process (each
+    must call this); None when every process holds whole weights, which save as they are."""
+    from accelerate.utils import DistributedType
+
+    if trainer.accelerator.distributed_type != DistributedType.FSDP:
+        return None
+    return trainer.accelerator.get_state_dict(trainer.model_wrapped)
+
+
+def _save_final(
+    model: Any,
+    tokenizer: Any,
+    output_dir: Path,
+    *,
+    adapter: bool,
+    state_dict: dict[str, Any] | None = None,
+) -> None:
     """Write the model beside the checkpoints; the marker files arrive last, so an
     interrupted save never looks like a finished model."""
     staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=output_dir))
     try:
-        model.save_pretrained(staging)
+        if state_dict is None:
+            model.save_pretrained(staging)
+        else:
+            model.save_pretrained(staging, state_dict=state_dict)
         if not adapter:
             tokenizer.save_pretrained(staging)
+        _sort_module_lists(staging / "adapter_config.json")
         for path in sorted(staging.iterdir(), key=lambda p: p.name in _MARKERS):
             path.replace(output_dir / path.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _sort_module_lists(adapter_config: Path) -> None:
+    """Sort the module names peft writes from sets (target_modules, ...): a set's order
+    changes with every process's string hashing, and with it the checkpoint's content
+    hash, though the adapter is the same."""
+    if not adapter_config.is_file():
+        return
+    config = json.loads(adapter_config.read_text(encoding="utf-8"))
+    for key, value in config.items():
+        if key.endswith("_modules") and isinstance(value, list):
+            config[key] = sorted(value)
+    adapter_config.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def _may_leave_weights_unused(config: Any) -> bool:
+    """Whether a step may leave trained weights without a gradient: experts no token was
+    routed to, or the other towers of a multimodal model trained on text."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    counts = (getattr(text, name, None) for name in _EXPERT_COUNT_FIELDS)
+    return text is not config or any(isinstance(n, int) and n > 1 for n in counts)
 
 
 _LOGIT_TRANSFORMS = (
@@ -817,6 +1012,22 @@ def _plain_causal_lm(model: Any) -> Any | None:
     if any(getattr(text_config, name, None) not in (None, 1, 1.0) for name in _LOGIT_TRANSFORMS):
         return None
     return causal_lm
+
+
+@contextmanager
+def _forward_replaced(module: Any, forward: Callable[..., Any]) -> Iterator[None]:
+    """Run `forward` as `module`'s forward inside the block, so that whatever wraps the
+    module (DDP, FSDP's hooks) calls it as it calls the module. An instance-level forward
+    already there (accelerate's autocast wrapper for mixed precision) returns afterwards."""
+    before = module.__dict__.get("forward")
+    module.forward = forward
+    try:
+        yield
+    finally:
+        if before is None:
+            del module.forward
+        else:
+            module.forward = before
 
 
 @contextmanager
@@ -872,6 +1083,7 @@ def _hf() -> SimpleNamespace:
     import torch
     from transformers import EarlyStoppingCallback, TrainerCallback
     from transformers.trainer_callback import ExportableState, PrinterCallback
+    from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
     from trl import SFTConfig, SFTTrainer, pack_dataset
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
@@ -893,6 +1105,22 @@ def _hf() -> SimpleNamespace:
             batch[_REAL_TOKENS] = mask.sum()
             return batch
 
+    class SeededLengthGroupedSampler(LengthGroupedSampler):
+        """Length-grouped order drawn from `seed + epoch` alone (see `_get_train_sampler`)."""
+
+        def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
+            super().__init__(batch_size, lengths=lengths)
+            self.seed = seed
+            self.epoch = 0
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
+
+        def __iter__(self) -> Iterator[int]:
+            generator = torch.Generator()
+            generator.manual_seed(self.seed + self.epoch)
+            return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
     class TrainingStats(TrainerCallback, ExportableState):
         """Token counts and step time; saved with each checkpoint, so a resumed run
         reports what an uninterrupted one would."""
@@ -908,14 +1136,19 @@ def _hf() -> SimpleNamespace:
         def padding_share(self) -> float:
             return (self.positions - self.tokens) / self.positions if self.positions else 0.0
 
-        def count(self, inputs: Mapping[str, Any]) -> None:
-            ids = inputs["input_ids"]
+        @staticmethod
+        def measure(inputs: Mapping[str, Any]) -> list[int]:
+            """[positions, real tokens, labelled tokens] of one micro-batch."""
             real = inputs.get(_REAL_TOKENS)
             if real is None:
                 real = inputs["attention_mask"].sum()
-            self.positions += ids.numel()
-            self.tokens += int(real)
-            self.response_tokens += int((inputs["labels"] != IGNORE_INDEX).sum())
+            labelled = int((inputs["labels"] != IGNORE_INDEX).sum())
+            return [inputs["input_ids"].numel(), int(real), labelled]
+
+        def add(self, positions: int, tokens: int, response_tokens: int) -> None:
+            self.positions += positions
+            self.tokens += tokens
+            self.response_tokens += response_tokens
 
         def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self._step_started = time.perf_counter()
@@ -970,7 +1203,8 @@ def _hf() -> SimpleNamespace:
             Triton is missing (CPUs), prompt and padding included, in tiles of 32,768 logits
             per position: a third or more of a CPU step. Heads that transform their logits
             (soft-capping, scaling), MoE auxiliary losses and other loss types keep TRL's path."""
-            causal_lm = _plain_causal_lm(self.accelerator.unwrap_model(model))
+            inner = self.accelerator.unwrap_model(model)
+            causal_lm = _plain_causal_lm(inner)
             if (
                 return_outputs
                 or causal_lm is None
@@ -980,12 +1214,20 @@ def _hf() -> SimpleNamespace:
             ):
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             labels = inputs["labels"][:, 1:]  # position t predicts token t + 1
-            model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
-            with self.accelerator.autocast():
-                hidden = causal_lm.base_model(**model_inputs, use_cache=False).last_hidden_state
-                keep = labels != IGNORE_INDEX
-                logits = causal_lm.get_output_embeddings()(hidden[:, :-1][keep])
-            total = torch.nn.functional.cross_entropy(logits.float(), labels[keep], reduction="sum")
+            keep = labels != IGNORE_INDEX
+
+            def labelled_nll(**model_inputs: Any) -> torch.Tensor:
+                with self.accelerator.autocast():
+                    hidden = causal_lm.base_model(**model_inputs, use_cache=False).last_hidden_state
+                    logits = causal_lm.get_output_embeddings()(hidden[:, :-1][keep])
+                return torch.nn.functional.cross_entropy(
+                    logits.float(), labels[keep], reduction="sum"
+                )
+
+            # Called through `model`: a DDP wrapper averages gradients only over forwards
+            # that went through it, and FSDP gathers its shards in its forward hooks.
+            with _forward_replaced(inner, labelled_nll):
+                total = model(**{k: v for k, v in inputs.items() if k != "labels"})
             count = keep.sum() if num_items_in_batch is None else num_items_in_batch
             loss = total / torch.as_tensor(count, device=total.device).clamp(min=1)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
@@ -995,15 +1237,45 @@ def _hf() -> SimpleNamespace:
         def training_step(
             self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None
         ) -> torch.Tensor:
-            self.stats().count(inputs)
+            counts = self.stats().measure(inputs)
             loss = super().training_step(model, inputs, num_items_in_batch)
-            if not torch.isfinite(loss).all():
+            finite = bool(torch.isfinite(loss).all())
+            totals = [*counts, int(not finite)]
+            if self.accelerator.num_processes > 1:
+                # Sum over processes: each counts the global batch, and all stop together
+                # when any one's loss is not finite (one stopping alone leaves the others
+                # waiting for it at the next collective).
+                local = torch.tensor(totals, dtype=torch.int64, device=self.accelerator.device)
+                totals = [int(n) for n in self.accelerator.reduce(local, reduction="sum").tolist()]
+            self.stats().add(*totals[:3])
+            if totals[3]:
+                what = f"{loss.item()} (not finite)" if not finite else "not finite in another process"
                 raise TrainingError(
                     f"training stopped at step {self.state.global_step + 1}: the loss is "
-                    f"{loss.item()} (not finite), so no trained model was written. Lower the learning rate "
+                    f"{what}, so no trained model was written. Lower the learning rate "
                     f"(now {self.args.learning_rate:g}) or check the data"
                 )
             return loss
+
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            """Length grouping over the global batch, seeded. transformers groups by the
+            batch of one process, so the rows of a step would change with the number of
+            processes; and it draws from the global random state, which differs between
+            launches. The random order (SeedableRandomSampler, seeded with data_seed and
+            the epoch) is the same for any number of processes already: accelerate deals
+            the batches of size B out in turn, so N processes take the N x B rows one
+            process with batch N x B takes."""
+            if self.args.train_sampling_strategy != "group_by_length":
+                return super()._get_train_sampler(train_dataset)
+            dataset = self.train_dataset if train_dataset is None else train_dataset
+            global_batch = (
+                self.args.train_batch_size
+                * self.args.gradient_accumulation_steps
+                * self.accelerator.num_processes
+            )
+            return SeededLengthGroupedSampler(
+                global_batch, [len(ids) for ids in dataset["input_ids"]], self.args.data_seed
+            )
 
         def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
             inputs = {k: v for k, v in inputs.items() if k != _REAL_TOKENS}  # not a model input
@@ -1020,7 +1292,9 @@ def _hf() -> SimpleNamespace:
             return metrics
 
         def _save_checkpoint(self, model: Any, trial: Any) -> None:
-            _require_finite_weights(self.model, self.state.global_step, "the checkpoint")
+            _require_finite_weights(
+                self.model, self.state.global_step, "the checkpoint", self.accelerator
+            )
             super()._save_checkpoint(model, trial)
 
         def create_model_card(self, *args: Any, **kwargs: Any) -> None:

@@ -126,9 +126,10 @@ def _register_commands() -> None:
         loop_commands,
         new_commands,
         report_commands,
+        train_commands,
     )
 
-    for module in (eval_commands, report_commands, cluster_commands, data_commands, loop_commands, new_commands):
+    for module in (eval_commands, report_commands, cluster_commands, data_commands, loop_commands, new_commands, train_commands):
         module.register(main)
 
 

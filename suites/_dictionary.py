@@ -20,7 +20,11 @@ What becomes a row:
   list), whose definition is 4-18 words, does not lean on a relative of the headword
   ("entablatured: having an entablature"), has a recognisable part of speech that fits
   the word's suffix, drawn with a fixed seed in fixed numbers per part of speech;
-* pool row: every other canonical entry.
+* pool row: every other canonical entry that, like the eval rows, is at least 4 words
+  and does not lean on a relative of its headword. Circular definitions ("cosmologic:
+  of or relating to cosmology") teach a model to restate the word, which the eval
+  references never do: trained on them, the default model wrote "To acquire." for
+  "acquire" and its chrF fell.
 """
 
 from __future__ import annotations
@@ -484,6 +488,8 @@ def build() -> dict[str, bytes]:
         }
         for e in entries
         if e.word not in eval_words
+        and e.n_words >= EVAL_WORDS[0]
+        and not leans_on_relative(e.word, e.sense)
     ]
     return {
         "dictionary/eval.jsonl": jsonl_bytes(eval_rows),

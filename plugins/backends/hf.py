@@ -12,10 +12,13 @@ an uninterrupted one would have produced.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,7 +38,8 @@ class HFOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     batch_size: int | Literal["auto"] = Field(
-        "auto", description="Prompts per batch; auto = 32 on CPU, the largest that fits on GPU."
+        "auto",
+        description="Prompts per batch; auto = 32 on CPU, on GPU the largest that fits in free memory.",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps ...")
@@ -44,6 +48,11 @@ class HFOptions(BaseModel):
     merge_adapter: bool = Field(False, description="Merge a LoRA adapter into the weights (faster).")
     score_batch_size: int = Field(16, ge=1, description="Batch size for log-likelihood scoring.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's).")
+    share_prefill: bool = Field(
+        True,
+        description="Prefill once what the prompts of a batch share (a common prefix, the draws of "
+        "one prompt) and reuse its KV cache; outputs are the same either way.",
+    )
 
 
 class HFBackend(Backend):
@@ -52,6 +61,7 @@ class HFBackend(Backend):
     name = "hf"
     description = "transformers causal LM from a local directory, optionally with a peft adapter"
     Options = HFOptions
+    speed_only_options = frozenset({"batch_size", "score_batch_size", "threads", "share_prefill"})
 
     def __init__(self, spec: ModelSpec, options: BaseModel):
         super().__init__(spec, options)
@@ -83,9 +93,23 @@ class HFBackend(Backend):
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._model: Any = None  # loaded on first use: a run served from the cache never loads it
-        self.batch_size = _initial_batch_size(opts.batch_size, self.device)
+        self._auto_gpu_batch = opts.batch_size == "auto" and self.device.type == "cuda"
+        self.batch_size: int | None = None if self._auto_gpu_batch else _initial_batch_size(opts.batch_size)
+        """Rows per batch; with auto on a GPU, decided at each call from the free memory."""
+        self._fits_tokens: int | None = None
+        """Rows x tokens of the last batch that had to be halved to fit (auto on GPU)."""
+        self._share_prefill: bool | None = None  # decided once the model is loaded
         self._stop_criteria: dict[tuple[str, ...], Any] = {}
-        self.stats: dict[str, float] = {"batches": 0, "padding_share": 0.0, "tokens": 0, "seconds": 0.0}
+        self.stats: dict[str, float] = {
+            "batches": 0,
+            "tokens": 0,
+            "seconds": 0.0,
+            "padding_share": 0.0,  # of the prompt positions of the last generate call
+            "padded_tokens": 0,
+            "prompt_tokens": 0,
+            "prefill_positions": 0,  # prompt positions the model computed
+            "prefill_positions_saved": 0,  # and those a shared prefill spared it
+        }
 
     @property
     def model(self) -> Any:
@@ -157,27 +181,38 @@ class HFBackend(Backend):
 
         if not prompts:
             return []
-        encoded = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-        order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))  # longest first: OOM early
-        results: list[Completion | None] = [None] * len(prompts)
+        encoded: list[list[int]] = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        # Each prompt's first occurrence stands for all its copies (the draws of one sample).
+        first: dict[tuple[int, ...], int] = {}
+        group = [first.setdefault(tuple(ids), i) for i, ids in enumerate(encoded)]
+        # Greedy output is a function of the prompt alone: decode each distinct prompt once.
+        todo = sorted(set(group)) if config.greedy else list(range(len(prompts)))
+        copies = Counter(group) if config.greedy else Counter(todo)
+        # Longest first (out-of-memory shows up at once); copies of a prompt side by side, so
+        # that a batch prefills them once.
+        order = sorted(todo, key=lambda i: (-len(encoded[i]), group[i], i))
+        results: dict[int, Completion] = {}
+        size = self._batch_size_for(len(encoded[order[0]]), config)
+        call = BatchCounts()
         position = 0
-        padded_total = real_total = 0
         while position < len(order):
-            batch = order[position : position + self.batch_size]
+            batch = order[position : position + size]
             try:
                 started = time.perf_counter()
-                outputs, padded, real = self._generate_batch(
+                outputs, counts = self._generate_batch(
                     [encoded[i] for i in batch],
                     config,
                     [seeds[i] for i in batch] if seeds is not None else None,
                 )
                 elapsed = time.perf_counter() - started
             except torch.cuda.OutOfMemoryError:
-                if self.batch_size == 1:
+                if len(batch) == 1:
                     raise
-                self.batch_size //= 2
-                log.warning("out of memory: batch size halved to %d", self.batch_size)
-                torch.cuda.empty_cache()
+                size = len(batch) // 2
+                self._remember_fit(size, max(len(encoded[i]) for i in batch) + config.max_new_tokens)
+                log.warning("out of memory: batch size halved to %d", size)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
                 continue
             for index, (text, finish, n_tokens) in zip(batch, outputs):
                 results[index] = Completion(
@@ -187,34 +222,70 @@ class HFBackend(Backend):
                     finish_reason=finish,
                     latency_s=elapsed / len(batch),
                 )
-            padded_total += padded
-            real_total += real
+            call += counts
             self.stats["batches"] += 1
             self.stats["tokens"] += sum(n for _, _, n in outputs)
             self.stats["seconds"] += elapsed
             position += len(batch)
             if progress:
-                progress(len(batch))
-        self.stats["padding_share"] = padded_total / max(padded_total + real_total, 1)
-        return [r for r in results if r is not None]
+                progress(sum(copies[i] for i in batch))
+        self._record(call, len(prompts))
+        return [results[group[i]] if config.greedy else results[i] for i in range(len(prompts))]
+
+    def _record(self, call: BatchCounts, n_prompts: int) -> None:
+        """Keep the call's padding and prefill figures in `stats` and log them."""
+        self.stats["padding_share"] = call.padding_share
+        self.stats["padded_tokens"] += call.padded
+        self.stats["prompt_tokens"] += call.real
+        self.stats["prefill_positions"] += call.prefilled
+        self.stats["prefill_positions_saved"] += call.saved
+        log.info(
+            "generated %d prompts: padding %.1f%% of the prompt positions, prefill shared for "
+            "%d of %d positions",
+            n_prompts,
+            100 * call.padding_share,
+            call.saved,
+            call.prefilled + call.saved,
+        )
+
+    def _batch_size_for(self, longest_prompt: int, config: GenerationConfig) -> int:
+        """Rows per batch for this call.
+
+        A fixed size (given, or the CPU default) stays as it is, halved for good after an
+        out-of-memory error. With batch_size=auto on a GPU the size comes from the free
+        memory and the longest sequence of the call, capped by the token budget of the
+        last batch that had to be halved (the largest that is known to fit)."""
+        if not self._auto_gpu_batch:
+            assert self.batch_size is not None
+            return self.batch_size
+        tokens = longest_prompt + config.max_new_tokens
+        model = self.model  # loaded first: the weights' memory is not free any more
+        size = fit_batch_size(_free_gpu_bytes(self.device), bytes_per_row(model.config, tokens, self.dtype))
+        if self._fits_tokens is not None:
+            size = min(size, max(1, self._fits_tokens // tokens))
+        self.batch_size = size
+        return size
+
+    def _remember_fit(self, size: int, tokens: int) -> None:
+        self.batch_size = size
+        if self._auto_gpu_batch:
+            self._fits_tokens = size * tokens
 
     def _generate_batch(
         self, batch: list[list[int]], config: GenerationConfig, seeds: list[int] | None
-    ) -> tuple[list[tuple[str, str, int]], int, int]:
+    ) -> tuple[list[tuple[str, str, int]], BatchCounts]:
         import torch
         from transformers import GenerationConfig as HFGenerationConfig
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
         pad_id = self.tokenizer.pad_token_id
         eos_ids = _eos_ids(self.tokenizer, self.model)
-        width = max(len(ids) for ids in batch)
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, ids in enumerate(batch):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention[row, width - len(ids) :] = 1
+        plan = SharedPrefill.plan(batch) if self._can_share_prefill() else None
+        prefix = plan.prefix if plan else 0
+        input_ids, attention = _layout(batch, prefix, pad_id)
+        width = input_ids.shape[1]
         real = int(attention.sum())
-        padded = input_ids.numel() - real
+        counts = BatchCounts(padded=input_ids.numel() - real, real=real)
 
         gen_config = HFGenerationConfig(
             max_new_tokens=config.max_new_tokens,
@@ -229,16 +300,50 @@ class HFBackend(Backend):
         criteria = StoppingCriteriaList()
         if config.stop:
             criteria.append(self._stop_criterion(config.stop))
+        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
         with torch.inference_mode():
+            extra: dict[str, Any] = {}
+            if plan is not None:
+                extra["past_key_values"] = plan.prefill(self.model, input_ids, attention)
+                counts.prefilled, counts.saved = plan.prefilled, plan.saved
+            else:
+                counts.prefilled = len(batch) * width
             out = self.model.generate(
-                input_ids=input_ids.to(self.device),
-                attention_mask=attention.to(self.device),
+                input_ids=input_ids,
+                attention_mask=attention,
                 generation_config=gen_config,
                 logits_processor=processors,
                 stopping_criteria=criteria,
+                **extra,
             )
         generated = out[:, width:].tolist()
-        return [self._finish(ids, config, eos_ids) for ids in generated], padded, real
+        return [self._finish(ids, config, eos_ids) for ids in generated], counts
+
+    def _can_share_prefill(self) -> bool:
+        """Whether the model's cache can be filled by hand and repeated along the batch.
+
+        Only a cache of plain full-attention layers qualifies: sliding-window, chunked,
+        linear-attention and shared-KV layers keep state that a filled-in prefix and middle
+        padding would not reproduce, so those models take the ordinary path."""
+        if self._share_prefill is None:
+            from transformers import DynamicCache
+            from transformers.cache_utils import DynamicLayer
+
+            opts: HFOptions = self.options  # type: ignore[assignment]
+            model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+            config = model.config
+            layers = (
+                []
+                if config.is_encoder_decoder
+                else DynamicCache(config=config.get_text_config(decoder=True)).layers
+            )
+            self._share_prefill = (
+                opts.share_prefill
+                and "logits_to_keep" in inspect.signature(model.forward).parameters
+                and bool(layers)
+                and all(type(layer) is DynamicLayer for layer in layers)
+            )
+        return self._share_prefill
 
     def _finish(self, ids: list[int], config: GenerationConfig, eos_ids: list[int]) -> tuple[str, str, int]:
         """(text, finish reason, completion tokens) of one generated row."""
@@ -382,14 +487,181 @@ def _pick_dtype(requested: str, device: Any) -> Any:
     return torch.float32
 
 
-def _initial_batch_size(requested: int | str, device: Any) -> int:
+CPU_BATCH_SIZE = 32
+"""The auto batch size on CPU. Measured with bench/generation.py (greedy, dictionary
+prompts, SmolLM2-135M, fp32, 2 cores): throughput rises steeply up to 16-32 rows and is
+flat or lower beyond, where rows that have finished keep decoding until the longest
+row stops, and the KV cache grows past the CPU's caches. See bench/RESULTS.md."""
+
+
+def _initial_batch_size(requested: int | str) -> int:
     if isinstance(requested, int):
         if requested < 1:
             raise ConfigError(f"batch_size must be at least 1, got {requested}")
         return requested
-    # On CPU throughput flattens out around 32 (see bench/); on GPU start high and let
-    # out-of-memory halve it.
-    return 256 if device.type == "cuda" else 32
+    return CPU_BATCH_SIZE
+
+
+def fit_batch_size(free_bytes: int, row_bytes: int, *, headroom: float = 0.8, most: int = 1024) -> int:
+    """The largest power of two of rows whose estimated memory fits in `headroom` of the
+    free memory (at least 1, at most `most`). A power of two, so that halving on
+    out-of-memory walks the usual sizes."""
+    rows = int(free_bytes * headroom) // max(row_bytes, 1)
+    if rows < 1:
+        return 1
+    return min(most, 1 << (rows.bit_length() - 1))
+
+
+def bytes_per_row(config: Any, tokens: int, dtype: Any) -> int:
+    """Estimated GPU memory one row of a batch needs for `tokens` positions (prompt plus
+    new tokens): its KV cache, the activations of one layer's prefill (hidden states,
+    q/k/v, the MLP, attention scores) and the float32 logits of a decoding step, which
+    the logits processors copy a few times. An estimate: halving on out-of-memory
+    corrects it."""
+    import torch
+
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    hidden = int(text.hidden_size)
+    heads = int(text.num_attention_heads)
+    layers = int(text.num_hidden_layers)
+    kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(text, "head_dim", None) or hidden // heads)
+    intermediate = int(getattr(text, "intermediate_size", None) or 4 * hidden)
+    element = torch.finfo(dtype).bits // 8
+    kv_cache = 2 * layers * kv_heads * head_dim * tokens * element
+    activations = tokens * (6 * hidden + 3 * intermediate) * element + heads * tokens * tokens * element
+    logits = 4 * int(text.vocab_size) * 4
+    return kv_cache + activations + logits
+
+
+def _free_gpu_bytes(device: Any) -> int:
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(device)
+    # What torch's allocator holds but does not use is free to it as well.
+    return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+
+
+def _layout(batch: Sequence[Sequence[int]], prefix: int, pad_id: int) -> tuple[Any, Any]:
+    """(input ids, attention mask) of a batch: the `prefix` tokens every row shares in the
+    first columns, then padding, then the rest of each row, right-aligned. With prefix 0
+    this is plain left padding. Positions come from the mask (generate numbers them by
+    its running sum), so each token sits at the same position either way."""
+    import torch
+
+    width = prefix + max(len(ids) - prefix for ids in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, ids in enumerate(batch):
+        input_ids[row, :prefix] = torch.tensor(ids[:prefix], dtype=torch.long)
+        attention[row, :prefix] = 1
+        rest = ids[prefix:]
+        input_ids[row, width - len(rest) :] = torch.tensor(rest, dtype=torch.long)
+        attention[row, width - len(rest) :] = 1
+    return input_ids, attention
+
+
+@dataclass
+class BatchCounts:
+    """Prompt positions of one or more batches: padding, real tokens, and how many the
+    model prefilled and how many a shared prefill spared it."""
+
+    padded: int = 0
+    real: int = 0
+    prefilled: int = 0
+    saved: int = 0
+
+    def __iadd__(self, other: BatchCounts) -> BatchCounts:
+        self.padded += other.padded
+        self.real += other.real
+        self.prefilled += other.prefilled
+        self.saved += other.saved
+        return self
+
+    @property
+    def padding_share(self) -> float:
+        return self.padded / max(self.padded + self.real, 1)
+
+
+@dataclass(frozen=True)
+class SharedPrefill:
+    """How one batch prefills what its rows share.
+
+    The tokens every row begins with (an instruction, a system prompt, a few-shot
+    prefix) are computed once, for one row, and their KV cache repeated for each
+    distinct prompt; the rest of each distinct prompt is computed once and its cache
+    repeated for every row that asks for the same prompt (the sampled draws of one
+    sample). `generate` then starts from that cache and computes only each row's last
+    prompt token. Every cached token keeps its position and sees the same tokens it
+    would see in an ordinary batch, so outputs are the same (tests/test_hf_backend.py
+    checks greedy and seeded sampling against the ordinary path)."""
+
+    prefix: int
+    """Tokens shared by every row, at most the shortest row but one (generate needs one
+    uncached token per row to produce the first logits)."""
+    distinct: tuple[int, ...]
+    """The first row of each distinct prompt."""
+    rows: tuple[int, ...]
+    """Each row's distinct prompt (an index into `distinct`)."""
+    width: int
+    prefilled: int
+    """Positions computed: the shared prefix, each distinct prompt's rest, each row's last token."""
+    saved: int
+    """Positions an ordinary batch would compute beyond `prefilled`."""
+
+    @classmethod
+    def plan(cls, batch: Sequence[Sequence[int]]) -> SharedPrefill | None:
+        """The plan for a batch, or None when nothing is shared."""
+        shortest = min(len(ids) for ids in batch)
+        prefix = 0
+        for column in zip(*batch):
+            if prefix >= shortest - 1 or any(token != column[0] for token in column):
+                break
+            prefix += 1
+        first: dict[tuple[int, ...], int] = {}
+        rows = tuple(first.setdefault(tuple(ids), len(first)) for ids in batch)
+        distinct = tuple(rows.index(d) for d in range(len(first)))
+        width = prefix + max(len(ids) - prefix for ids in batch)
+        shared = prefix if len(distinct) > 1 else 0  # one distinct prompt: one pass does it all
+        prefilled = shared + len(distinct) * (width - 1 - shared) + len(batch)
+        saved = len(batch) * width - prefilled
+        if saved <= 0:
+            return None
+        return cls(prefix, distinct, rows, width, prefilled, saved)
+
+    def prefill(self, model: Any, input_ids: Any, attention: Any) -> Any:
+        """The KV cache of every row's prompt but its last token (a DynamicCache of
+        len(rows) rows and width - 1 positions), for `generate(past_key_values=...)`."""
+        import torch
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=model.config.get_text_config(decoder=True))
+        # As generate numbers positions: by the running sum of the mask, padding at 0.
+        positions = (attention.cumsum(-1) - 1).masked_fill(attention == 0, 0)
+        distinct = torch.tensor(self.distinct, device=input_ids.device)
+        ids, mask, positions = input_ids[distinct], attention[distinct], positions[distinct]
+        start, end = 0, self.width - 1
+        if self.prefix and len(self.distinct) > 1:
+            head = slice(0, self.prefix)
+            _prefill(model, ids[:1, head], mask[:1, head], positions[:1, head], cache)
+            cache.batch_repeat_interleave(len(self.distinct))
+            start = self.prefix
+        if end > start:
+            _prefill(model, ids[:, start:end], mask[:, :end], positions[:, start:end], cache)
+        cache.batch_select_indices(torch.tensor(self.rows, device=input_ids.device))
+        return cache
+
+
+def _prefill(model: Any, ids: Any, mask: Any, positions: Any, cache: Any) -> None:
+    """One forward pass that appends `ids` to `cache`; `mask` covers the cache and `ids`."""
+    model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,  # the logits are not used; keep the LM head to one position
+    )
 
 
 @hookimpl

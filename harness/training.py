@@ -626,7 +626,7 @@ def prepare(
         from peft import get_peft_model
 
         peft_config = tuner.peft_config(model, args)
-        with _peft_version_skew_quiet():
+        with quiet_peft_version_skew():
             model = get_peft_model(model, peft_config)
         details["peft"] = _peft_summary(peft_config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -869,10 +869,10 @@ def _with_existing_adapter(
     adapter_dir = checkpoints.resolve_adapter_dir(adapter)
     details["continued_adapter"] = str(adapter_dir)
     if not tuner.produces_adapter:
-        with _peft_version_skew_quiet():
+        with quiet_peft_version_skew():
             return PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     wanted = tuner.peft_config(model, args)  # from the plain model, before adapter layers wrap it
-    with _peft_version_skew_quiet():
+    with quiet_peft_version_skew():
         model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
     existing = model.peft_config["default"]
     if existing.peft_type != wanted.peft_type:
@@ -1048,7 +1048,7 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 
 @contextmanager
-def _peft_version_skew_quiet() -> Iterator[None]:
+def quiet_peft_version_skew() -> Iterator[None]:
     """peft reads a transformers property that transformers 5 deprecated; the warning
     says nothing a user of the harness could act on."""
     with warnings.catch_warnings():

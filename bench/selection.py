@@ -1,7 +1,7 @@
 """Does targeted selection pick training rows closer to the failures than random selection?
 
 Evaluates the default model on the dictionary suite, clusters its failures, then builds
-datasets of the same size from the suite's 61,000-row pool: the `pool` source's
+datasets of the same size from the suite's 32,000-row pool: the `pool` source's
 targeted selection (TF-IDF retrieval, MiniLM ranking, round-robin over failing samples),
 the same ranked by similarity to each cluster's centroid, and a seeded random draw. For
 each selected row it measures, with MiniLM embeddings of the task text (a failure: word

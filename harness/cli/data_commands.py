@@ -55,6 +55,22 @@ def _print_manifest(state: CliState, manifest: Any) -> None:
     click.echo(manifest.hash)
 
 
+def clustering_options(fn: Any) -> Any:
+    """--featurizer / --clusterer: used only when the run has no clustering yet."""
+    fn = click.option(
+        "--clusterer",
+        default="agglomerative",
+        show_default=True,
+        help="Clusterer, if the run must be clustered first.",
+    )(fn)
+    return click.option(
+        "--featurizer",
+        default="embedding",
+        show_default=True,
+        help="Featurizer, if the run must be clustered first.",
+    )(fn)
+
+
 @data_group.command("add", context_settings=CONTEXT_SETTINGS)
 @click.argument("run")
 @click.option(
@@ -99,18 +115,7 @@ def _print_manifest(state: CliState, manifest: Any) -> None:
 @click.option(
     "--output", type=click.Path(dir_okay=False, path_type=Path), help="Where to write the dataset JSONL."
 )
-@click.option(
-    "--featurizer",
-    default="embedding",
-    show_default=True,
-    help="Featurizer, if the run must be clustered first.",
-)
-@click.option(
-    "--clusterer",
-    default="agglomerative",
-    show_default=True,
-    help="Clusterer, if the run must be clustered first.",
-)
+@clustering_options
 @pass_state
 def add_command(
     state: CliState,
@@ -199,18 +204,7 @@ def add_command(
     type=click.Path(dir_okay=False, path_type=Path),
     help="File to write (default: ./run<RUN>-cluster<K>.<format>).",
 )
-@click.option(
-    "--featurizer",
-    default="embedding",
-    show_default=True,
-    help="Featurizer, if the run must be clustered first.",
-)
-@click.option(
-    "--clusterer",
-    default="agglomerative",
-    show_default=True,
-    help="Clusterer, if the run must be clustered first.",
-)
+@clustering_options
 @pass_state
 def export_command(
     state: CliState,

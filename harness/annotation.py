@@ -57,13 +57,13 @@ Format = Literal["jsonl", "csv"]
 
 
 def describe_issues(failure: Failure) -> str:
-    """Why a sample failed, in one cell: its issues, then low metric scores."""
+    """Why a sample failed, in one cell: its issues, then the metrics it failed (whichever their direction)."""
     parts = [f"{kind}: {issue.message}" for kind, issue in zip(failure.issue_types, failure.issues)]
     for reason in failure.reasons:
         if reason.startswith("metric:"):
             metric = reason.removeprefix("metric:")
             value = failure.scores.get(metric)
-            parts.append(f"low {metric}" + (f" ({value:.3g})" if value is not None else ""))
+            parts.append(f"poor {metric}" + (f" ({value:.3g})" if value is not None else ""))
     return "; ".join(parts)
 
 

@@ -186,7 +186,7 @@ def cluster_failures(
         reasons = Counter(reason for f in members for reason in f.reasons)
         issue_types = Counter(t for f in members for t in set(f.issue_types))
         dominant = issue_types.most_common(1)[0][0] if issue_types else (
-            reasons.most_common(1)[0][0].replace("metric:", "low ") if reasons else None
+            reasons.most_common(1)[0][0].replace("metric:", "poor ") if reasons else None
         )
         tag_counts = Counter(tag for f in members for tag in set(f.sample.tags))
         tags = tuple(sorted(t for t, n in tag_counts.items() if n >= max(2, 0.5 * len(members))))

@@ -91,7 +91,7 @@ def test_planted_structure_is_recovered(registry, featurizer: str) -> None:
     print(f"\nadjusted Rand index ({featurizer} + agglomerative): {ari:.3f}")
     assert ari >= 0.9
     labels = {c.dominant_issue for c in clusters}
-    assert {"repetition.ngram", "length.too_long", "low chrf"} <= labels
+    assert {"repetition.ngram", "length.too_long", "poor chrf"} <= labels
 
 
 def test_hdbscan_also_recovers_the_groups(registry) -> None:
@@ -117,7 +117,7 @@ def test_clusters_have_readable_labels_examples_and_scores(registry) -> None:
         assert len(c.examples) == 3 and set(c.examples) <= set(c.members)
         assert c.mean_score is not None and 5 <= c.mean_score <= 30
         assert c.top_terms
-    refusals = next(c for c in clusters if c.dominant_issue == "low chrf")
+    refusals = next(c for c in clusters if c.dominant_issue == "poor chrf")
     assert {"sorry", "help", "able", "provide"} & set(refusals.top_terms)
 
 

@@ -616,7 +616,7 @@ def test_annotation_round_trip(tmp_path, harness_store, plugins, run, format) ->
         "issues",
         "corrected_output",
     ]
-    assert all(r["corrected_output"] == "" and r["issues"].startswith("low chrf") for r in rows)
+    assert all(r["corrected_output"] == "" and r["issues"].startswith("poor chrf") for r in rows)
     assert rows[0]["model_output"] == rows[0]["input"]  # the mock echoes the word
     # A person corrects two rows and deletes the rest.
     edited = rows[:2]

@@ -344,8 +344,8 @@ def _http_date(when: float) -> str:
 def test_decoding_parameters_and_per_sample_seeds_reach_the_api(server, plugins) -> None:
     backend = make(server, plugins, model="served-name")
     backend.generate(["a", "b"], GenerationConfig(max_new_tokens=7, stop=("###",)), seeds=[1, 2])
-    greedy = server.bodies[:2]
-    assert greedy[0] == {
+    greedy = {body["prompt"]: body for body in server.bodies[:2]}  # concurrent: any order
+    assert greedy["a"] == {
         "model": "served-name",
         "prompt": "a",
         "max_tokens": 7,
@@ -399,12 +399,11 @@ def test_chat_endpoint_sends_the_messages_the_cache_keys_on(server, plugins) -> 
         {"role": "user", "content": "### Instruction:\nRepeat.\n\n### Input:\nthe cat\n\n### Response:\n"}
     ]
     out = backend.generate([chat, plain, "free text"], GenerationConfig(max_new_tokens=4))
-    assert [body["messages"] for body in server.bodies] == [
-        expected,
-        parse_messages(plain),
-        [{"role": "user", "content": "free text"}],
-    ]
-    assert server.bodies[0]["max_tokens"] == 4 and "prompt" not in server.bodies[0]
+    sent = sorted(json.dumps(body["messages"]) for body in server.bodies)  # concurrent: any order
+    assert sent == sorted(
+        json.dumps(m) for m in (expected, parse_messages(plain), [{"role": "user", "content": "free text"}])
+    )
+    assert all(body["max_tokens"] == 4 and "prompt" not in body for body in server.bodies)
     assert out[0].text == "re: Repeat.\n\nthe cat" and out[2].text == "re: free text"
     assert parse_messages("[not json") == [{"role": "user", "content": "[not json"}]
     assert messages_json(expected) == chat

@@ -189,11 +189,11 @@ class HFBackend(Backend):
         first: dict[tuple[int, ...], int] = {}
         group = [first.setdefault(tuple(ids), i) for i, ids in enumerate(encoded)]
         # Greedy output is a function of the prompt alone: decode each distinct prompt once.
-        todo = sorted(set(group)) if config.greedy else list(range(len(prompts)))
-        copies = Counter(group) if config.greedy else Counter(todo)
+        pending = sorted(set(group)) if config.greedy else list(range(len(prompts)))
+        copies = Counter(group) if config.greedy else Counter(pending)
         # Longest first (out-of-memory shows up at once); copies of a prompt side by side, so
         # that a batch prefills them once.
-        order = sorted(todo, key=lambda i: (-len(encoded[i]), group[i], i))
+        order = sorted(pending, key=lambda i: (-len(encoded[i]), group[i], i))
         results: dict[int, Completion] = {}
         size = self._batch_size_for(len(encoded[order[0]]), config)
         call = BatchCounts()

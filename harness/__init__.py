@@ -1,7 +1,9 @@
 """The harness: evaluate -> cluster errors -> add targeted data -> retrain.
 
 Plugin authors import only from here; every other module is private and may change.
-Names are imported on first use, so `import harness` stays cheap.
+Names are imported on first use, so `import harness` stays cheap. A test
+(tests/test_public_api.py) fails when a built-in plugin or report view imports a
+private module, or when a name listed here does not resolve.
 """
 
 from __future__ import annotations
@@ -11,19 +13,28 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# public name -> "module" (the same name there) or "module:attribute"
 _EXPORTS: dict[str, str] = {
-    # values
+    # values that flow between stages
     "Sample": "harness.types",
     "Generation": "harness.types",
     "GenerationConfig": "harness.types",
     "Completion": "harness.types",
+    "FinishReason": "harness.types",
     "Item": "harness.types",
     "Issue": "harness.types",
     "TrainingExample": "harness.types",
     "ModelSpec": "harness.types",
+    "Failure": "harness.types",
+    "Cluster": "harness.types",
+    "UNCLUSTERED": "harness.types",
+    "Progress": "harness.types",
+    "TrainingOutcome": "harness.types",
+    "ComponentError": "harness.types",
     "PromptConfig": "harness.prompts",
     "instruction_prompt": "harness.prompts",
-    # writing plugins
+    "render_prompt": "harness.prompts",
+    # writing plugins: the contracts, the hook marker, the registry
     "hookimpl": "harness.hookspecs",
     "Registry": "harness.registry",
     "Metric": "harness.components",
@@ -32,12 +43,21 @@ _EXPORTS: dict[str, str] = {
     "Featurizer": "harness.components",
     "Clusterer": "harness.components",
     "DataSource": "harness.components",
+    "DataRequest": "harness.components",
     "Trainer": "harness.components",
     "ReportView": "harness.components",
     "Needs": "harness.components",
     "NoArgs": "harness.components",
     "detector": "harness.components",
     "metric": "harness.components",
+    "mean_from_statistics": "harness.components",
+    # what backends and featurizers share: local checkpoints, sentence embeddings
+    "resolve_model_dir": "harness.checkpoints",
+    "resolve_adapter_dir": "harness.checkpoints",
+    "checkpoint_content_hash": "harness.checkpoints:content_hash",
+    "checkpoint_hash": "harness.checkpoints",
+    "Embedder": "harness.embedding",
+    "default_embedder": "harness.embedding",
     # running
     "load_plugins": "harness.plugin_manager",
     "load_suite": "harness.suite",
@@ -45,11 +65,32 @@ _EXPORTS: dict[str, str] = {
     "evaluate": "harness.evaluate",
     "EvalOptions": "harness.evaluate",
     "RunSummary": "harness.evaluate",
+    "load_backend": "harness.backends",
     "Store": "harness.store",
-    "DataRequest": "harness.datasources",
     "build_dataset": "harness.datasets",
-    # reports: the query layer and the document model views build
+    # human annotation: corrections read back as training rows
+    "Correction": "harness.annotation",
+    "read_corrections": "harness.annotation",
+    "corrections_to_examples": "harness.annotation",
+    # reports: the query layer, its result types, comparisons, and the document model
     "Queries": "harness.queries",
+    "RunInfo": "harness.queries",
+    "RunListing": "harness.queries",
+    "CorpusScore": "harness.queries",
+    "SampleDetail": "harness.queries",
+    "IssueSpan": "harness.queries",
+    "IssueExample": "harness.queries",
+    "DetectorSummary": "harness.queries",
+    "RunError": "harness.queries",
+    "Clustering": "harness.queries",
+    "ClusterSummary": "harness.queries",
+    "LoopInfo": "harness.queries",
+    "IterationInfo": "harness.queries",
+    "compare_runs": "harness.comparison",
+    "compare_metric": "harness.comparison",
+    "MetricComparison": "harness.comparison",
+    "Flip": "harness.comparison",
+    "ALPHA": "harness.comparison",
     "Document": "harness.document",
     "Section": "harness.document",
     "Table": "harness.document",
@@ -64,6 +105,8 @@ _EXPORTS: dict[str, str] = {
     "BarChart": "harness.document",
     "Spark": "harness.document",
     "Interval": "harness.document",
+    "format_value": "harness.document",
+    "histogram": "harness.document",
     # errors
     "HarnessError": "harness.errors",
     "ConfigError": "harness.errors",
@@ -72,20 +115,21 @@ _EXPORTS: dict[str, str] = {
     "UnknownComponentError": "harness.errors",
     "StoreLockedError": "harness.errors",
     "TrainingError": "harness.errors",
-    # training: what a trainer returns, and the engine the built-in trainers share
-    "TrainingOutcome": "harness.training",
+    # training: the engine the built-in trainers share
     "TrainingArgs": "harness.training",
     "InstructionTuner": "harness.training",
+    "quiet_peft_version_skew": "harness.training",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
+    target = _EXPORTS.get(name)
+    if target is None:
         raise AttributeError(f"module 'harness' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    module, _, attribute = target.partition(":")
+    value = getattr(importlib.import_module(module), attribute or name)
     globals()[name] = value
     return value
 
@@ -95,9 +139,33 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from harness.annotation import (
+        Correction,
+        corrections_to_examples,
+        read_corrections,
+    )
+    from harness.backends import (
+        load_backend,
+    )
+    from harness.checkpoints import (
+        checkpoint_hash,
+        resolve_adapter_dir,
+        resolve_model_dir,
+    )
+    from harness.checkpoints import (
+        content_hash as checkpoint_content_hash,
+    )
+    from harness.comparison import (
+        ALPHA,
+        Flip,
+        MetricComparison,
+        compare_metric,
+        compare_runs,
+    )
     from harness.components import (
         Backend,
         Clusterer,
+        DataRequest,
         DataSource,
         Detector,
         Featurizer,
@@ -107,10 +175,12 @@ if TYPE_CHECKING:
         ReportView,
         Trainer,
         detector,
+        mean_from_statistics,
         metric,
     )
-    from harness.datasets import build_dataset
-    from harness.datasources import DataRequest
+    from harness.datasets import (
+        build_dataset,
+    )
     from harness.document import (
         Badge,
         BarChart,
@@ -126,6 +196,12 @@ if TYPE_CHECKING:
         Spark,
         Table,
         Text,
+        format_value,
+        histogram,
+    )
+    from harness.embedding import (
+        Embedder,
+        default_embedder,
     )
     from harness.errors import (
         ConfigError,
@@ -136,22 +212,66 @@ if TYPE_CHECKING:
         TrainingError,
         UnknownComponentError,
     )
-    from harness.evaluate import EvalOptions, RunSummary, evaluate
-    from harness.hookspecs import hookimpl
-    from harness.plugin_manager import load_plugins
-    from harness.prompts import PromptConfig, instruction_prompt
-    from harness.queries import Queries
-    from harness.registry import Registry
-    from harness.store import Store
-    from harness.suite import Suite, load_suite
-    from harness.training import InstructionTuner, TrainingArgs, TrainingOutcome
+    from harness.evaluate import (
+        EvalOptions,
+        RunSummary,
+        evaluate,
+    )
+    from harness.hookspecs import (
+        hookimpl,
+    )
+    from harness.plugin_manager import (
+        load_plugins,
+    )
+    from harness.prompts import (
+        PromptConfig,
+        instruction_prompt,
+        render_prompt,
+    )
+    from harness.queries import (
+        Clustering,
+        ClusterSummary,
+        CorpusScore,
+        DetectorSummary,
+        IssueExample,
+        IssueSpan,
+        IterationInfo,
+        LoopInfo,
+        Queries,
+        RunError,
+        RunInfo,
+        RunListing,
+        SampleDetail,
+    )
+    from harness.registry import (
+        Registry,
+    )
+    from harness.store import (
+        Store,
+    )
+    from harness.suite import (
+        Suite,
+        load_suite,
+    )
+    from harness.training import (
+        InstructionTuner,
+        TrainingArgs,
+        quiet_peft_version_skew,
+    )
     from harness.types import (
+        UNCLUSTERED,
+        Cluster,
         Completion,
+        ComponentError,
+        Failure,
+        FinishReason,
         Generation,
         GenerationConfig,
         Issue,
         Item,
         ModelSpec,
+        Progress,
         Sample,
         TrainingExample,
+        TrainingOutcome,
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,32 +23,7 @@ from harness.components import Clusterer, Featurizer
 from harness.errors import HarnessError, NotFoundError
 from harness.store import Store, insert
 from harness.store.core import utcnow
-from harness.types import Generation, Issue, Sample
-
-UNCLUSTERED = -1
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A failing sample with everything known about why it failed."""
-
-    sample: Sample
-    generation: Generation
-    issues: tuple[Issue, ...]
-    scores: Mapping[str, float]
-    reasons: tuple[str, ...]
-    """'metric:chrf', 'detector:repetition', ..."""
-
-    @property
-    def text(self) -> str:
-        """What featurizers read: the task and the model's answer."""
-        task = "\n".join(part for part in (self.sample.instruction, self.sample.input) if part)
-        return f"{task}\n=> {self.generation.text}"
-
-    @property
-    def issue_types(self) -> list[str]:
-        """'detector.kind' (or 'detector' when the issue has no kind) of every issue."""
-        return [f"{i.detector}.{i.kind}" if i.kind else i.detector for i in self.issues]
+from harness.types import UNCLUSTERED, Cluster, Failure, Generation, Issue, Sample
 
 
 def load_failures(store: Store, run_id: int) -> list[Failure]:
@@ -120,27 +95,6 @@ def load_failures(store: Store, run_id: int) -> list[Failure]:
             )
         )
     return failures
-
-
-@dataclass(frozen=True)
-class Cluster:
-    """A group of failures with a readable description."""
-
-    id: int
-    members: tuple[str, ...]
-    label: str
-    top_terms: tuple[str, ...]
-    dominant_issue: str | None
-    tags: tuple[str, ...]
-    mean_score: float | None
-    score_metric: str | None
-    examples: tuple[str, ...]
-    reasons: Mapping[str, int]
-    distances: Mapping[str, float] = field(default_factory=dict)
-
-    @property
-    def size(self) -> int:
-        return len(self.members)
 
 
 def cluster_failures(

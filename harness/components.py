@@ -11,34 +11,35 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, create_model
 
+from harness.curation import input_key
+from harness.progress import NullReporter, Reporter
 from harness.prompts import PromptConfig, render_prompt
 from harness.types import (
+    Cluster,
     Completion,
+    Failure,
     GenerationConfig,
     Issue,
     Item,
     ModelSpec,
+    Progress,
     Sample,
     TrainingExample,
+    TrainingOutcome,
 )
 
 if TYPE_CHECKING:
-    from harness.clustering import Failure
-    from harness.datasources import DataRequest
     from harness.document import Document
+    from harness.embedding import Embedder
     from harness.queries import Queries
     from harness.suite import Suite
-    from harness.training import TrainingOutcome
-
-Progress = Callable[[int], None]
-"""Called with the number of units just finished (for progress bars)."""
 
 
 class NoArgs(BaseModel):
@@ -201,6 +202,53 @@ class DataSource(ABC):
     @abstractmethod
     def gather(self, request: DataRequest, args: BaseModel) -> list[TrainingExample]:
         """Up to `request.budget` candidates, each with its provenance."""
+
+
+@dataclass(frozen=True)
+class DataRequest:
+    """Ask a data source for up to `budget` training examples aimed at `cluster`."""
+
+    cluster: Cluster
+    failures: tuple[Failure, ...]
+    """The cluster's failing samples (sample, output, issues, scores)."""
+    budget: int
+    suite: Suite
+    """The suite the failures come from: its pool, prompt format and default instruction."""
+    seed: int = 0
+    embedder: Callable[[], Embedder] | None = None
+    """Returns the shared sentence embedder (loaded on first call)."""
+    make_backend: Callable[[ModelSpec], Backend] | None = None
+    """Loads a model through any backend plugin (for the teacher source)."""
+    exclude_inputs: frozenset[str] = field(default_factory=frozenset)
+    """Normalised inputs of eval items: never propose them (curation checks again)."""
+    on_drop: Callable[[str, int], None] | None = None
+    """Report candidates the source itself discarded (reason, count), e.g. unparsable
+    teacher outputs; they appear in the manifest's drop counts."""
+    reporter: Reporter | None = None
+    """Progress bars for long work (embedding, generation); silent when None."""
+
+    def rng(self, salt: int = 0) -> np.random.Generator:
+        """A generator seeded by the request's seed, its cluster and `salt`: the same
+        request draws the same numbers, different clusters draw different ones."""
+        return np.random.default_rng([self.seed, self.cluster.id + 1, salt])
+
+    def drop(self, reason: str, count: int = 1) -> None:
+        if self.on_drop is not None and count:
+            self.on_drop(reason, count)
+
+    def progress(self) -> Reporter:
+        return self.reporter or NullReporter()
+
+    def get_embedder(self) -> Embedder:
+        if self.embedder is not None:
+            return self.embedder()
+        from harness.embedding import default_embedder
+
+        return default_embedder()
+
+    def is_excluded(self, instruction: str, input: str) -> bool:
+        return input_key(instruction, input) in self.exclude_inputs
+
 
 
 class Trainer(ABC):

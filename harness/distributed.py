@@ -309,7 +309,7 @@ class GenerationWorker:
     def setup(self, spec: ModelSpec, plugins: PluginSetup) -> WorkerInfo:
         import ray
 
-        from harness.evaluate import load_backend
+        from harness.backends import load_backend
 
         with _plain_harness_errors():
             self.backend = load_backend(spec, plugins.load().registry)

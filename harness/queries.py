@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import duckdb
 import numpy as np
@@ -31,8 +31,14 @@ from harness.errors import ConfigError, HarnessError, NotFoundError
 from harness.store import Store
 
 if TYPE_CHECKING:
-    from harness.registry import Registry
     from harness.stats import ScoreFn
+
+
+class MetricLookup(Protocol):
+    """Finds a metric plugin by name: the plugin `Registry` (kept abstract here so that the
+    query layer, which the contracts name, does not depend on the registry)."""
+
+    def metric(self, name: str, where: str = "") -> Any: ...
 
 _LATEST = re.compile(r"^latest(?:~(\d+))?$")
 _JSON_COLUMNS = (
@@ -328,7 +334,7 @@ class Queries:
     """Read-only questions about the store. `registry`, when given, lets views turn a
     metric's summed statistics back into a score (for paired tests)."""
 
-    def __init__(self, store: Store, registry: Registry | None = None):
+    def __init__(self, store: Store, registry: MetricLookup | None = None):
         self.store = store
         self.registry = registry
 

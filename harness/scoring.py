@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import traceback
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -20,7 +20,7 @@ from harness.components import Detector, Metric, Needs
 from harness.registry import Registry
 from harness.stats import bootstrap_ci
 from harness.suite import DetectorConfig, MetricConfig, Suite, validate_args
-from harness.types import Issue, Item
+from harness.types import ComponentError, Issue, Item, MetricOutcome, ScoringResult
 
 T = TypeVar("T")
 
@@ -82,55 +82,6 @@ def resolve_components(suite: Suite, registry: Registry) -> Components:
         args = validate_args(reg.component, cfg.args, f"{suite.path}: detectors[{i}] ({cfg.name}).args")
         detectors.append(ResolvedDetector(cfg, reg.component, args, reg.plugin.name))
     return Components(metrics, detectors)
-
-
-@dataclass(frozen=True)
-class ComponentError:
-    """A plugin failure recorded against a run (and a sample when there was one)."""
-
-    plugin: str
-    hook: str
-    component: str
-    message: str
-    sample_id: str | None = None
-    traceback: str = ""
-
-
-@dataclass(frozen=True)
-class MetricOutcome:
-    name: str
-    higher_is_better: bool
-    sample_ids: list[str]
-    stats: np.ndarray
-    values: np.ndarray
-    corpus: float
-    ci_low: float
-    ci_high: float
-    confidence: float
-    target: float | None
-    sample_threshold: float | None
-
-    @property
-    def passed(self) -> bool | None:
-        if self.target is None or not math.isfinite(self.corpus):
-            return None
-        return self.corpus >= self.target if self.higher_is_better else self.corpus <= self.target
-
-    def worse_than_threshold(self, value: float) -> bool:
-        if self.sample_threshold is None or not math.isfinite(value):
-            return False
-        if self.higher_is_better:
-            return value < self.sample_threshold
-        return value > self.sample_threshold
-
-
-@dataclass
-class ScoringResult:
-    metrics: list[MetricOutcome] = field(default_factory=list)
-    issues: list[Issue] = field(default_factory=list)
-    failures: dict[str, list[str]] = field(default_factory=dict)
-    """Failing sample id -> reasons ('metric:chrf', 'detector:repetition')."""
-    errors: list[ComponentError] = field(default_factory=list)
 
 
 def _isolated(

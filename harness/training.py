@@ -53,7 +53,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar, Literal
@@ -64,7 +64,7 @@ from harness import checkpoints
 from harness.components import Progress, Trainer
 from harness.errors import ConfigError, TrainingError
 from harness.prompts import PromptConfig, render_prompt
-from harness.types import ModelSpec, Sample, TrainingExample
+from harness.types import ModelSpec, Sample, TrainingExample, TrainingOutcome
 
 IGNORE_INDEX = -100
 """The label that excludes a position from the loss (PyTorch's cross-entropy default)."""
@@ -155,64 +155,6 @@ def distributed_state() -> Any:
 # ---------------------------------------------------------------------------
 # What a training run returns
 # ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TrainingOutcome:
-    """Everything the store records about one training run."""
-
-    trainer: str
-    args: Mapping[str, Any]
-    """The trainer's arguments, validated and with defaults filled in (JSON-able)."""
-    checkpoint: ModelSpec
-    """What to evaluate next: base + adapter (path=base, adapter=output dir) or a full model."""
-    checkpoint_hash: str
-    """`harness.checkpoints.content_hash` of the saved output directory."""
-    loss_curve: tuple[tuple[int, float, float], ...]
-    """(step, training loss, learning rate) for every optimizer step."""
-    validation_curve: tuple[tuple[int, float], ...]
-    """(step, validation loss) for every evaluation."""
-    tokens_trained: int
-    """Non-padding tokens fed to the model over all steps (prompt and response)."""
-    response_tokens: int
-    """Tokens that carried the loss (response tokens and EOS)."""
-    padding_share: float
-    """Padding positions / all positions of the training batches (packed: only the ends of
-    rows shorter than the longest row of their batch)."""
-    wall_time_s: float
-    """Seconds this call took, from loading to the saved checkpoint."""
-    train_time_s: float
-    """Seconds spent in optimizer steps (forward, backward, update), summed over resumes."""
-    tokens_per_second: float
-    """tokens_trained / train_time_s."""
-    steps: int
-    epochs: float
-    best_step: int | None
-    """The step whose validation loss was lowest (None without validation)."""
-    stopped_early: bool
-    resumed: bool
-    train_examples: int
-    validation_examples: int
-    truncated_examples: int
-    """Examples cut at max_length (their response lost its end)."""
-    details: Mapping[str, Any] = field(default_factory=dict)
-    """Method specifics: adapted modules, parameter counts, the base checkpoint, ..."""
-
-    def to_record(self) -> dict[str, Any]:
-        """A JSON-able dict of every field (the checkpoint spec as a dict)."""
-        record = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        spec = self.checkpoint
-        record["checkpoint"] = {
-            "path": spec.path,
-            "adapter": spec.adapter,
-            "backend": spec.backend,
-            "options": dict(spec.options),
-        }
-        record["args"] = dict(self.args)
-        record["details"] = dict(self.details)
-        record["loss_curve"] = [list(point) for point in self.loss_curve]
-        record["validation_curve"] = [list(point) for point in self.validation_curve]
-        return record
 
 
 # ---------------------------------------------------------------------------

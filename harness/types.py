@@ -7,13 +7,21 @@ cannot change what another plugin sees.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 
 FinishReason = Literal["eos", "stop", "length"]
+
+Progress = Callable[[int], None]
+"""Called with the number of units just finished (for progress bars)."""
+
+UNCLUSTERED = -1
+"""The cluster id of a failure that belongs to no cluster."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,3 +142,154 @@ class ModelSpec:
     adapter: str | None = None
     backend: str = "hf"
     options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failing sample with everything known about why it failed."""
+
+    sample: Sample
+    generation: Generation
+    issues: tuple[Issue, ...]
+    scores: Mapping[str, float]
+    reasons: tuple[str, ...]
+    """'metric:chrf', 'detector:repetition', ..."""
+
+    @property
+    def text(self) -> str:
+        """What featurizers read: the task and the model's answer."""
+        task = "\n".join(part for part in (self.sample.instruction, self.sample.input) if part)
+        return f"{task}\n=> {self.generation.text}"
+
+    @property
+    def issue_types(self) -> list[str]:
+        """'detector.kind' (or 'detector' when the issue has no kind) of every issue."""
+        return [f"{i.detector}.{i.kind}" if i.kind else i.detector for i in self.issues]
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A group of failures with a readable description."""
+
+    id: int
+    members: tuple[str, ...]
+    label: str
+    top_terms: tuple[str, ...]
+    dominant_issue: str | None
+    tags: tuple[str, ...]
+    mean_score: float | None
+    score_metric: str | None
+    examples: tuple[str, ...]
+    reasons: Mapping[str, int]
+    distances: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingOutcome:
+    """Everything the store records about one training run."""
+
+    trainer: str
+    args: Mapping[str, Any]
+    """The trainer's arguments, validated and with defaults filled in (JSON-able)."""
+    checkpoint: ModelSpec
+    """What to evaluate next: base + adapter (path=base, adapter=output dir) or a full model."""
+    checkpoint_hash: str
+    """`harness.checkpoints.content_hash` of the saved output directory."""
+    loss_curve: tuple[tuple[int, float, float], ...]
+    """(step, training loss, learning rate) for every optimizer step."""
+    validation_curve: tuple[tuple[int, float], ...]
+    """(step, validation loss) for every evaluation."""
+    tokens_trained: int
+    """Non-padding tokens fed to the model over all steps (prompt and response)."""
+    response_tokens: int
+    """Tokens that carried the loss (response tokens and EOS)."""
+    padding_share: float
+    """Padding positions / all positions of the training batches (packed: only the ends of
+    rows shorter than the longest row of their batch)."""
+    wall_time_s: float
+    """Seconds this call took, from loading to the saved checkpoint."""
+    train_time_s: float
+    """Seconds spent in optimizer steps (forward, backward, update), summed over resumes."""
+    tokens_per_second: float
+    """tokens_trained / train_time_s."""
+    steps: int
+    epochs: float
+    best_step: int | None
+    """The step whose validation loss was lowest (None without validation)."""
+    stopped_early: bool
+    resumed: bool
+    train_examples: int
+    validation_examples: int
+    truncated_examples: int
+    """Examples cut at max_length (their response lost its end)."""
+    details: Mapping[str, Any] = field(default_factory=dict)
+    """Method specifics: adapted modules, parameter counts, the base checkpoint, ..."""
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-able dict of every field (the checkpoint spec as a dict)."""
+        record = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        spec = self.checkpoint
+        record["checkpoint"] = {
+            "path": spec.path,
+            "adapter": spec.adapter,
+            "backend": spec.backend,
+            "options": dict(spec.options),
+        }
+        record["args"] = dict(self.args)
+        record["details"] = dict(self.details)
+        record["loss_curve"] = [list(point) for point in self.loss_curve]
+        record["validation_curve"] = [list(point) for point in self.validation_curve]
+        return record
+
+
+@dataclass(frozen=True)
+class ComponentError:
+    """A plugin failure recorded against a run (and a sample when there was one)."""
+
+    plugin: str
+    hook: str
+    component: str
+    message: str
+    sample_id: str | None = None
+    traceback: str = ""
+
+
+@dataclass(frozen=True)
+class MetricOutcome:
+    name: str
+    higher_is_better: bool
+    sample_ids: list[str]
+    stats: np.ndarray
+    values: np.ndarray
+    corpus: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    target: float | None
+    sample_threshold: float | None
+
+    @property
+    def passed(self) -> bool | None:
+        if self.target is None or not math.isfinite(self.corpus):
+            return None
+        return self.corpus >= self.target if self.higher_is_better else self.corpus <= self.target
+
+    def worse_than_threshold(self, value: float) -> bool:
+        if self.sample_threshold is None or not math.isfinite(value):
+            return False
+        if self.higher_is_better:
+            return value < self.sample_threshold
+        return value > self.sample_threshold
+
+
+@dataclass
+class ScoringResult:
+    metrics: list[MetricOutcome] = field(default_factory=list)
+    issues: list[Issue] = field(default_factory=list)
+    failures: dict[str, list[str]] = field(default_factory=dict)
+    """Failing sample id -> reasons ('metric:chrf', 'detector:repetition')."""
+    errors: list[ComponentError] = field(default_factory=list)

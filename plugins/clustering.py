@@ -14,9 +14,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.clustering import UNCLUSTERED, Failure
-from harness.components import Clusterer, Featurizer
-from harness.hookspecs import hookimpl
+from harness import UNCLUSTERED, Clusterer, Failure, Featurizer, hookimpl
 
 
 class _Args(BaseModel):
@@ -71,7 +69,7 @@ class EmbeddingFeaturizer(Featurizer):
     Args = EmbeddingArgs
 
     def featurize(self, failures: Sequence[Failure], args: BaseModel) -> np.ndarray:
-        from harness.embedding import default_embedder
+        from harness import default_embedder
 
         a: EmbeddingArgs = args  # type: ignore[assignment]
         vectors = default_embedder().embed([_text(f, a.include) for f in failures])

@@ -17,9 +17,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.components import Metric, Needs, mean_from_statistics
-from harness.hookspecs import hookimpl
-from harness.types import Item
+from harness import Item, Metric, Needs, hookimpl, mean_from_statistics
 
 
 class _Args(BaseModel):

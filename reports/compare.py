@@ -18,23 +18,28 @@ from typing import Any
 
 from harness.reports.run import OUTPUT_CHARS, format_duration, highlighted, model_label
 
-from harness.comparison import ALPHA, Flip, MetricComparison, compare_metric
-from harness.components import ReportView
-from harness.document import (
+from harness import (
+    ALPHA,
     Badge,
     Column,
+    ConfigError,
     Document,
+    Flip,
     Interval,
+    MetricComparison,
     Notice,
     Paragraph,
+    Queries,
     Record,
+    ReportView,
+    RunInfo,
+    SampleDetail,
     Table,
     Text,
+    compare_metric,
     format_value,
+    hookimpl,
 )
-from harness.errors import ConfigError
-from harness.hookspecs import hookimpl
-from harness.queries import Queries, RunInfo, SampleDetail
 
 _TONES = {
     "better": "good",

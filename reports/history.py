@@ -13,22 +13,24 @@ from typing import Any
 
 from harness.reports.run import format_duration
 
-from harness.comparison import compare_runs
-from harness.components import ReportView
-from harness.document import (
+from harness import (
     Badge,
     Column,
     Document,
+    IterationInfo,
     KeyValues,
+    LoopInfo,
     Notice,
     Paragraph,
+    Queries,
+    ReportView,
     Spark,
     Table,
     Text,
+    compare_runs,
     format_value,
+    hookimpl,
 )
-from harness.hookspecs import hookimpl
-from harness.queries import IterationInfo, LoopInfo, Queries
 
 _DECISION_TONES = {
     "baseline": "neutral",

@@ -12,32 +12,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from harness.components import ReportView
-from harness.document import (
+from harness import (
     Badge,
     BarChart,
+    Clustering,
     Column,
+    CorpusScore,
     Document,
     Highlight,
+    IssueExample,
     KeyValues,
     Notice,
     Paragraph,
+    Queries,
     Record,
+    ReportView,
+    RunInfo,
+    SampleDetail,
     Section,
     Spark,
     Table,
     Text,
     format_value,
     histogram,
-)
-from harness.hookspecs import hookimpl
-from harness.queries import (
-    Clustering,
-    CorpusScore,
-    IssueExample,
-    Queries,
-    RunInfo,
-    SampleDetail,
+    hookimpl,
 )
 
 OUTPUT_CHARS = 600

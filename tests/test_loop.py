@@ -275,3 +275,39 @@ def test_decide_needs_p_and_an_interval_that_excludes_zero() -> None:
     decision, reason = decide(_comparison(10, 12, 0.01, 0.5, 3.5), [guard], suite="s", guard_suite="general", target=None)
     assert decision == "rollback" and "forgetting" in reason
     assert decide(_comparison(10, 12, 0.2, -1, 4), [], suite="s", target=11)[0] == "target_met"
+
+
+def test_the_cli_and_the_loop_train_through_one_recording_path(
+    suites, plugins, harness_store, tiny_model_dir, tmp_path, monkeypatch
+) -> None:
+    """`harness train` and the loop record trainings the same way (they used to drift)."""
+    from click.testing import CliRunner
+
+    import harness.training_runs as training_runs
+    from harness.cli import main
+
+    callers: list[str] = []
+    real = training_runs.train_and_record
+
+    def spy(store, trainer, **kwargs):
+        callers.append(kwargs["output"].parent.name)
+        return real(store, trainer, **kwargs)
+
+    monkeypatch.setattr(training_runs, "train_and_record", spy)
+    run_loop(config(suites, ["good-15"], iterations=1), harness_store, plugins)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"instruction": "Define the word.", "input": "x", "output": "y"}) + "\n")
+    store = tmp_path / "cli.duckdb"
+    result = CliRunner().invoke(
+        main,
+        ["--store", str(store), "--plugin", str(PLUGIN), "--no-autoload", "train", str(rows),
+         "--model", str(tiny_model_dir), "--trainer", "scripted", "--output", str(tmp_path / "cli" / "run-1")],
+    )
+    assert result.exit_code == 0, result.output
+    assert len(callers) == 2 and callers[1] == "cli"
+    import duckdb
+
+    for path in (harness_store.path, store):
+        with duckdb.connect(str(path), read_only=True) as con:
+            details = con.execute("SELECT details FROM training_runs WHERE status = 'completed'").fetchall()
+        assert details and all("prompt" in json.loads(d) for (d,) in details)

@@ -10,8 +10,8 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from harness.cli.common import CONTEXT_SETTINGS, CliState, pass_state
 from harness.cli.eval_commands import parse_options
-from harness.cli.main import CONTEXT_SETTINGS, CliState, pass_state
 
 
 @click.command("clusters", context_settings=CONTEXT_SETTINGS)

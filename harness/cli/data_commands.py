@@ -10,7 +10,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from harness.cli.main import CONTEXT_SETTINGS, CliState, pass_state
+from harness.cli.common import CONTEXT_SETTINGS, CliState, pass_state
 
 
 @click.group("data", context_settings=CONTEXT_SETTINGS)

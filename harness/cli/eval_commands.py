@@ -11,7 +11,7 @@ import click
 import yaml
 from rich.table import Table
 
-from harness.cli.main import CONTEXT_SETTINGS, CliState, pass_state
+from harness.cli.common import CONTEXT_SETTINGS, CliState, pass_state
 from harness.errors import ConfigError
 
 

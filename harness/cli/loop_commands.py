@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
+from harness.cli.common import CONTEXT_SETTINGS, CliState, pass_state
 from harness.cli.eval_commands import parse_options
-from harness.cli.main import CONTEXT_SETTINGS, CliState, pass_state
 
 
 @click.command("loop", context_settings=CONTEXT_SETTINGS)

@@ -3,46 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 
+from harness.cli.common import CONTEXT_SETTINGS, CliState
 from harness.errors import HarnessError
-
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-@dataclass
-class CliState:
-    """Options given before the command name, shared by every command."""
-
-    store: Path | None = None
-    plugin_files: list[Path] = field(default_factory=list)
-    autoload: bool | None = None
-    console: Console = field(default_factory=lambda: Console())
-    err: Console = field(default_factory=lambda: Console(stderr=True))
-
-    def load_plugins(self, extra_files: Sequence[Path] = ()) -> Any:
-        from harness.plugin_manager import load_plugins
-
-        return load_plugins([*self.plugin_files, *extra_files], autoload=self.autoload)
-
-    def writer(self) -> Any:
-        from harness.store import Store
-
-        return Store.writer(self.store)
-
-    def reader(self) -> Any:
-        from harness.store import Store
-
-        return Store.reader(self.store)
-
-
-pass_state = click.make_pass_decorator(CliState)
 
 
 class HarnessGroup(click.Group):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from harness.cli.main import CONTEXT_SETTINGS, CliState, pass_state
+from harness.cli.common import CONTEXT_SETTINGS, CliState, pass_state
 
 
 @click.group("new", context_settings=CONTEXT_SETTINGS)

@@ -13,7 +13,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from harness.cli.main import CONTEXT_SETTINGS, CliState, pass_state
+from harness.cli.common import CONTEXT_SETTINGS, CliState, pass_state
 
 FORMAT_CHOICES = ("terminal", "html", "markdown", "json")
 

@@ -8,14 +8,14 @@ records the run, and hands the rows to the other processes, which only train.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
+from harness.cli.common import CONTEXT_SETTINGS, CliState, pass_state
 from harness.cli.eval_commands import parse_options
-from harness.cli.main import CONTEXT_SETTINGS, CliState, pass_state
 from harness.errors import ConfigError, HarnessError, NotFoundError
 from harness.types import ModelSpec, TrainingExample
 
@@ -161,7 +161,7 @@ def train_command(
             raise
         _send_start(_Start(rows=tuple(rows)), processes)
         _train_and_record(
-            state, store, component, trainer, base, base_hash, manifest_hash, rows, output, args, prompt
+            state, store, component, base, base_hash, manifest_hash, rows, output, args, prompt
         )
 
 
@@ -287,7 +287,6 @@ def _train_and_record(
     state: CliState,
     store: Any,
     component: Any,
-    trainer: str,
     base: ModelSpec,
     base_hash: str,
     manifest_hash: str,
@@ -297,38 +296,20 @@ def _train_and_record(
     prompt: Any,
 ) -> None:
     from harness.progress import RichReporter
-    from harness.training_runs import fail_training_run, finish_training_run, start_training_run
+    from harness.training_runs import train_and_record
 
-    reporter = RichReporter(state.err)
-    training_id = start_training_run(
+    training_id, outcome = train_and_record(
         store,
-        trainer=trainer,
-        args=args,
-        manifest_hash=manifest_hash,
+        component,
         base=base,
         base_hash=base_hash,
+        rows=rows,
         output=output,
-    )
-    reporter.log(
-        f"training [bold]{training_id}[/]: {trainer} on {len(rows)} rows of dataset "
-        f"{manifest_hash[:12]} from {base.path}" + (f" + {base.adapter}" if base.adapter else "")
-    )
-    try:
-        with reporter.task("training steps", total=getattr(args, "max_steps", None)) as advance:
-            outcome = _train(component, base, rows, output, args, prompt, progress=advance)
-    except BaseException as exc:
-        fail_training_run(store, training_id, f"{type(exc).__name__}: {exc}")
-        raise
-    outcome = replace(outcome, details={**dict(outcome.details), "prompt": prompt.model_dump()})
-    finish_training_run(store, training_id, outcome)
-    details = outcome.details
-    processes = details.get("processes", 1)
-    batch = details.get("global_batch_rows")
-    reporter.log(
-        f"trained {outcome.steps} steps, {outcome.tokens_trained} tokens "
-        f"({outcome.tokens_per_second:.0f} tokens/s) in {outcome.wall_time_s:.0f}s on "
-        f"{processes} process{'es' if processes != 1 else ''}"
-        + (f", {batch} rows per step" if batch else "")
+        args=args,
+        prompt=prompt,
+        manifest_hash=manifest_hash,
+        reporter=RichReporter(state.err),
+        total_steps=getattr(args, "max_steps", None),
     )
     final = outcome.loss_curve[-1][1] if outcome.loss_curve else None
     state.console.print(

@@ -6,9 +6,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from harness.scoring import ComponentError, ScoringResult
 from harness.store.core import Store, insert, utcnow
-from harness.types import Sample
+from harness.types import ComponentError, Sample, ScoringResult
 
 RESUMABLE = ("running", "failed")
 

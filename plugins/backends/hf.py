@@ -23,11 +23,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness import checkpoints
-from harness.components import Backend, Progress
-from harness.errors import ConfigError
-from harness.hookspecs import hookimpl
-from harness.types import Completion, GenerationConfig, ModelSpec
+from harness import (
+    Backend,
+    Completion,
+    ConfigError,
+    GenerationConfig,
+    ModelSpec,
+    Progress,
+    checkpoint_content_hash,
+    checkpoint_hash,
+    hookimpl,
+    resolve_adapter_dir,
+    resolve_model_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +79,7 @@ class HFBackend(Backend):
         opts: HFOptions = options  # type: ignore[assignment]
         if opts.threads:
             torch.set_num_threads(opts.threads)
-        self.model_dir = checkpoints.resolve_model_dir(spec.path)
+        self.model_dir = resolve_model_dir(spec.path)
         if not (self.model_dir / "config.json").is_file():
             raise ConfigError(
                 f"{self.model_dir} is a peft adapter, not a model; use --model BASE --adapter {self.model_dir}"
@@ -81,11 +89,11 @@ class HFBackend(Backend):
                 f"{self.model_dir} has no .safetensors weights; pickle weights (.bin) can run code "
                 "when loaded. Convert the checkpoint, or pass -o allow_pickle=true if you trust it"
             )
-        self.adapter_dir = checkpoints.resolve_adapter_dir(spec.adapter) if spec.adapter else None
+        self.adapter_dir = resolve_adapter_dir(spec.adapter) if spec.adapter else None
         self.device = _pick_device(opts.device)
         self.dtype = _pick_dtype(opts.dtype, self.device)
-        self._model_hash = checkpoints.content_hash(self.model_dir)
-        self._adapter_hash = checkpoints.content_hash(self.adapter_dir) if self.adapter_dir else None
+        self._model_hash = checkpoint_content_hash(self.model_dir)
+        self._adapter_hash = checkpoint_content_hash(self.adapter_dir) if self.adapter_dir else None
 
         self.tokenizer = AutoTokenizer.from_pretrained(
             self.model_dir, trust_remote_code=opts.trust_remote_code
@@ -126,7 +134,7 @@ class HFBackend(Backend):
             if self.adapter_dir is not None:
                 from peft import PeftModel
 
-                from harness.training import quiet_peft_version_skew
+                from harness import quiet_peft_version_skew
 
                 with quiet_peft_version_skew():
                     model = PeftModel.from_pretrained(model, self.adapter_dir)
@@ -139,7 +147,7 @@ class HFBackend(Backend):
 
     @property
     def checkpoint_hash(self) -> str:
-        return checkpoints.checkpoint_hash(self._model_hash, self._adapter_hash)
+        return checkpoint_hash(self._model_hash, self._adapter_hash)
 
     @property
     def model_hash(self) -> str:

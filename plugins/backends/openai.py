@@ -35,12 +35,21 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from harness import checkpoints
-from harness.components import Backend, Progress
-from harness.errors import ConfigError, HarnessError
-from harness.hookspecs import hookimpl
-from harness.prompts import PromptConfig, render_prompt
-from harness.types import Completion, FinishReason, GenerationConfig, ModelSpec, Sample
+from harness import (
+    Backend,
+    Completion,
+    ConfigError,
+    FinishReason,
+    GenerationConfig,
+    HarnessError,
+    ModelSpec,
+    Progress,
+    PromptConfig,
+    Sample,
+    hookimpl,
+    render_prompt,
+    resolve_model_dir,
+)
 
 if TYPE_CHECKING:
     import httpx2
@@ -331,7 +340,7 @@ class OpenAIBackend(Backend):
         if self._tokenizer is None:
             from transformers import AutoTokenizer
 
-            directory = checkpoints.resolve_model_dir(name)
+            directory = resolve_model_dir(name)
             self._tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
         return self._tokenizer
 

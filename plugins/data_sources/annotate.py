@@ -12,12 +12,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from harness.annotation import corrections_to_examples, read_corrections
-from harness.components import DataSource
-from harness.datasources import DataRequest
-from harness.hookspecs import hookimpl
-from harness.suite import Suite
-from harness.types import TrainingExample
+from harness import (
+    DataRequest,
+    DataSource,
+    Suite,
+    TrainingExample,
+    corrections_to_examples,
+    hookimpl,
+    read_corrections,
+)
 
 
 class AnnotateArgs(BaseModel):

@@ -26,11 +26,8 @@ import numpy as np
 from harness.plugins.data_sources.pool import open_pool
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.components import DataSource
+from harness import DataSource, Suite, TrainingExample, hookimpl
 from harness.datasources import DataRequest, LexicalSettings, nearest_rows
-from harness.hookspecs import hookimpl
-from harness.suite import Suite
-from harness.types import TrainingExample
 
 Transform = Literal["case", "whitespace", "punctuation", "typo", "format"]
 

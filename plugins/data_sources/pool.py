@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.components import DataSource
+from harness import DataSource, Suite, TrainingExample, hookimpl
 from harness.datasources import (
     DataRequest,
     LexicalSettings,
@@ -22,9 +22,6 @@ from harness.datasources import (
     random_rows,
     resolve_pool_path,
 )
-from harness.hookspecs import hookimpl
-from harness.suite import Suite
-from harness.types import TrainingExample
 
 
 class PoolArgs(BaseModel):

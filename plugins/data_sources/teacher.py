@@ -22,13 +22,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.clustering import Failure
-from harness.components import DataSource
-from harness.datasources import DataRequest
-from harness.errors import ConfigError
-from harness.hookspecs import hookimpl
-from harness.prompts import PromptConfig
-from harness.types import GenerationConfig, ModelSpec, Sample, TrainingExample
+from harness import (
+    ConfigError,
+    DataRequest,
+    DataSource,
+    Failure,
+    GenerationConfig,
+    ModelSpec,
+    PromptConfig,
+    Sample,
+    TrainingExample,
+    hookimpl,
+)
 
 REPLY_FORMATS = {
     "json": 'Reply with one JSON object and nothing else: {"input": "<the new input>", "output": "<its answer>"}',

@@ -15,9 +15,7 @@ from harness.plugins.detectors._text import (
 )
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.components import Detector
-from harness.hookspecs import hookimpl
-from harness.types import Issue, Item
+from harness import Detector, Issue, Item, hookimpl
 
 
 class GroundingArgs(BaseModel):

@@ -13,9 +13,7 @@ from harness.plugins.detectors._chrf import pairwise_chrf
 from harness.plugins.detectors._text import TOKEN, number_key, numbers, stop_words
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.components import Detector, Needs
-from harness.hookspecs import hookimpl
-from harness.types import Issue, Item
+from harness import Detector, Issue, Item, Needs, hookimpl
 
 Mode = Literal["yes_no", "number", "short", "text"]
 _YES_NO = re.compile(r"^\W*(yes|no|true|false|correct|incorrect)\b", re.IGNORECASE)

@@ -10,9 +10,7 @@ from typing import Any
 from harness.plugins.detectors._text import TOKEN
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-from harness.components import Detector
-from harness.hookspecs import hookimpl
-from harness.types import Issue, Item
+from harness import Detector, Issue, Item, hookimpl
 
 # The end of the last complete sentence: terminal punctuation, maybe closing quotes.
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*(?=\s|$)")

@@ -10,9 +10,7 @@ from harness.plugins.detectors._lexicon import known
 from harness.plugins.detectors._text import Token, stem, tokens, word_stems
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.components import Detector
-from harness.hookspecs import hookimpl
-from harness.types import Issue, Item
+from harness import Detector, Issue, Item, hookimpl
 
 # What follows the apostrophe of a contraction ("don't", "they're", "I'd").
 _CONTRACTION_ENDINGS = frozenset({"t", "re", "ve", "ll", "d", "m"})

@@ -9,9 +9,7 @@ from typing import Any
 from harness.plugins.detectors._text import TOKEN
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.components import Detector
-from harness.hookspecs import hookimpl
-from harness.types import Issue, Item
+from harness import Detector, Issue, Item, hookimpl
 
 
 class RepetitionArgs(BaseModel):

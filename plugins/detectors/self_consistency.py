@@ -10,9 +10,7 @@ from harness.plugins.detectors._chrf import pairwise_chrf
 from harness.plugins.detectors._text import Claim, claims, number_key, numbers, word_stems
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.components import Detector, Needs
-from harness.hookspecs import hookimpl
-from harness.types import Issue, Item
+from harness import Detector, Issue, Item, Needs, hookimpl
 
 
 class SelfConsistencyArgs(BaseModel):

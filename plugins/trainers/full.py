@@ -6,10 +6,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
-from harness.errors import ConfigError
-from harness.hookspecs import hookimpl
-from harness.registry import Registry
-from harness.training import InstructionTuner, TrainingArgs
+from harness import ConfigError, InstructionTuner, Registry, TrainingArgs, hookimpl
 
 _DROPOUT_SUFFIXES = ("dropout", "pdrop", "dropout_prob", "dropout_rate")
 _NOT_DROPOUT = ("classifier_dropout", "summary_first_dropout")  # heads a causal LM does not use

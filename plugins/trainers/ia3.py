@@ -13,9 +13,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
-from harness.errors import ConfigError
-from harness.hookspecs import hookimpl
-from harness.registry import Registry
+from harness import ConfigError, Registry, hookimpl
 from harness.training import InstructionTuner, TrainingArgs, find_projection_layers
 
 

@@ -6,8 +6,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
-from harness.hookspecs import hookimpl
-from harness.registry import Registry
+from harness import Registry, hookimpl
 from harness.training import InstructionTuner, TrainingArgs, find_projection_layers
 
 

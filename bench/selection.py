@@ -26,10 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from harness.clustering import cluster_run, load_clusters, load_failures
-from harness.datasets import build_dataset
-from harness.datasources import (
+from harness.plugins.data_sources._retrieval import (
     LexicalSettings,
     example_task_text,
     failure_task_text,
@@ -37,6 +34,9 @@ from harness.datasources import (
     load_pool,
     resolve_pool_path,
 )
+
+from harness.clustering import cluster_run, load_clusters, load_failures
+from harness.datasets import build_dataset
 from harness.embedding import default_embedder
 from harness.evaluate import evaluate
 from harness.plugin_manager import load_plugins

@@ -442,7 +442,7 @@ class _Gatherer:
         self.make_backend, self.embedder, self.reporter = make_backend, embedder, reporter
 
     def __call__(self, cluster: Cluster, budget: int) -> tuple[list[TrainingExample], Counter[str]]:
-        from harness.datasources import DataRequest
+        from harness.components import DataRequest
 
         drops: Counter[str] = Counter()
         request = DataRequest(

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 from harness.plugins.data_sources.teacher import parse_reply
 
+from harness import DataRequest
 from harness.annotation import export_annotations, import_annotations
 from harness.cli import main
 from harness.clustering import UNCLUSTERED, Cluster, Failure, cluster_run, load_clusters
@@ -27,7 +28,6 @@ from harness.datasets import (
     read_dataset_file,
     split_budget,
 )
-from harness.datasources import DataRequest
 from harness.errors import ConfigError, HarnessError, NotFoundError, PluginError
 from harness.evaluate import evaluate
 from harness.hookspecs import hookimpl

@@ -1,7 +1,7 @@
 """The `pool` data source: rows of a candidate pool nearest a cluster of failures.
 
 Targeted selection is two-stage (TF-IDF retrieval over the whole pool, then MiniLM
-ranking of the retrieved candidates; see `harness.datasources`). `selection: random`
+ranking of the retrieved candidates; see `_retrieval.py` beside this file). `selection: random`
 draws the same number of rows uniformly instead (seeded): the baseline that shows
 whether targeting helps. Either way a row whose input is an eval input is never chosen.
 """
@@ -10,10 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from harness import DataSource, Suite, TrainingExample, hookimpl
-from harness.datasources import (
+from harness.plugins.data_sources._retrieval import (
     DataRequest,
     LexicalSettings,
     Pool,
@@ -22,6 +19,9 @@ from harness.datasources import (
     random_rows,
     resolve_pool_path,
 )
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness import DataSource, Suite, TrainingExample, hookimpl
 
 
 class PoolArgs(BaseModel):

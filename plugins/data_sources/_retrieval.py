@@ -1,6 +1,6 @@
-"""What a data source is asked for (one cluster of failures, a budget, and context), and
-the tools the built-in sources share: reading a candidate pool and finding the pool rows
-nearest a cluster.
+"""The tools the built-in data sources share: reading a candidate pool and finding the
+pool rows nearest a cluster of failures (what a source is asked for, `DataRequest`, is
+part of the public API: `from harness import DataRequest`).
 
 Finding neighbours in a large pool takes two stages, because embedding a 60,000-row pool
 with MiniLM takes about 20 minutes on two cores:

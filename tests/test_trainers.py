@@ -17,6 +17,7 @@ from harness.plugins.backends.hf import HFBackend, HFOptions
 from harness.plugins.trainers import full as full_module
 from harness.plugins.trainers import ia3 as ia3_module
 from harness.plugins.trainers import lora as lora_module
+from harness.plugins.trainers._layers import find_projection_layers
 from harness.plugins.trainers.full import FullArgs, FullTrainer
 from harness.plugins.trainers.ia3 import IA3Args, IA3Trainer
 from harness.plugins.trainers.lora import LoraArgs, LoraTrainer
@@ -35,7 +36,6 @@ from harness.training import (
     TrainingOutcome,
     _plain_causal_lm,
     encode_examples,
-    find_projection_layers,
     prepare,
     prompt_renderer,
     split_validation,

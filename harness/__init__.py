@@ -62,6 +62,11 @@ _EXPORTS: dict[str, str] = {
     "load_plugins": "harness.plugin_manager",
     "load_suite": "harness.suite",
     "Suite": "harness.suite",
+    "read_jsonl": "harness.suite",
+    "read_training_rows": "harness.suite",
+    "TrainRowModel": "harness.suite",
+    "input_key": "harness.curation",
+    "prompt_text": "harness.curation",
     "evaluate": "harness.evaluate",
     "EvalOptions": "harness.evaluate",
     "RunSummary": "harness.evaluate",
@@ -178,6 +183,10 @@ if TYPE_CHECKING:
         mean_from_statistics,
         metric,
     )
+    from harness.curation import (
+        input_key,
+        prompt_text,
+    )
     from harness.datasets import (
         build_dataset,
     )
@@ -251,7 +260,10 @@ if TYPE_CHECKING:
     )
     from harness.suite import (
         Suite,
+        TrainRowModel,
         load_suite,
+        read_jsonl,
+        read_training_rows,
     )
     from harness.training import (
         InstructionTuner,

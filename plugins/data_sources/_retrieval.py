@@ -32,11 +32,18 @@ from typing import Literal
 
 import numpy as np
 
-from harness.components import DataRequest
-from harness.curation import input_key, prompt_text
-from harness.errors import ConfigError, NotFoundError
-from harness.suite import Suite, TrainRowModel, read_jsonl
-from harness.types import Failure, TrainingExample
+from harness import (
+    ConfigError,
+    DataRequest,
+    Failure,
+    NotFoundError,
+    Suite,
+    TrainingExample,
+    TrainRowModel,
+    input_key,
+    prompt_text,
+    read_jsonl,
+)
 
 Ranking = Literal["round_robin", "centroid"]
 Analyzer = Literal["char_wb", "char", "word"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
 from rich.console import Console
@@ -21,7 +21,7 @@ Advance = Callable[[int], None]
 
 
 class Reporter(Protocol):
-    def task(self, description: str, total: int | None) -> Iterator[Advance]:
+    def task(self, description: str, total: int | None) -> AbstractContextManager[Advance]:
         """A context manager yielding a function that advances the task by n units."""
         ...
 

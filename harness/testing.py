@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from harness.components import Backend, Progress
 from harness.hookspecs import hookimpl
-from harness.types import Completion, Generation, GenerationConfig, Item, ModelSpec, Sample
+from harness.types import Completion, FinishReason, Generation, GenerationConfig, Item, ModelSpec, Sample
 
 TINY_MODEL_VERSION = "1"
 
@@ -139,7 +139,7 @@ class MockBackend(Backend):
                 if stop in text:
                     text = text[: text.index(stop)]
             words = text.split()
-            finish = "length" if len(words) > config.max_new_tokens else "eos"
+            finish: FinishReason = "length" if len(words) > config.max_new_tokens else "eos"
             if finish == "length":
                 text = " ".join(words[: config.max_new_tokens])
             out.append(Completion(text, len(prompt.split()), len(text.split()), finish))

@@ -110,7 +110,9 @@ def finish_training_run(store: Store, training_id: int, outcome: TrainingOutcome
                 training_id,
             ],
         )
-        curves = [(s, "train", loss, lr) for s, loss, lr in outcome.loss_curve]
+        curves: list[tuple[int, str, float, float | None]] = [
+            (s, "train", loss, lr) for s, loss, lr in outcome.loss_curve
+        ]
         curves += [(s, "validation", loss, None) for s, loss in outcome.validation_curve]
         insert(
             con,

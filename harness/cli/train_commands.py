@@ -173,7 +173,7 @@ def _trainer_args(
     from harness.suite import validate_args as validate
 
     where = f"trainer {component.name!r} args"
-    args = validate(component, raw, where)
+    args: Any = validate(component, raw, where)
     if global_batch is None:
         return args
     fields = type(args).model_fields

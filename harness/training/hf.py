@@ -268,7 +268,7 @@ def _hf() -> SimpleNamespace:
                 return_outputs
                 or causal_lm is None
                 or self.aux_loss_enabled
-                or self.args.loss_type != "nll"
+                or getattr(self.args, "loss_type", "nll") != "nll"
                 or self.label_smoother is not None
             ):
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -326,14 +326,16 @@ def _hf() -> SimpleNamespace:
             process with batch N x B takes."""
             if self.args.train_sampling_strategy != "group_by_length":
                 return super()._get_train_sampler(train_dataset)
-            dataset = self.train_dataset if train_dataset is None else train_dataset
+            dataset: Any = self.train_dataset if train_dataset is None else train_dataset
+            seed = self.args.data_seed
+            assert seed is not None  # SFTConfig is built with data_seed=args.seed
             global_batch = (
                 self.args.train_batch_size
                 * self.args.gradient_accumulation_steps
                 * self.accelerator.num_processes
             )
             return SeededLengthGroupedSampler(
-                global_batch, [len(ids) for ids in dataset["input_ids"]], self.args.data_seed
+                global_batch, [len(ids) for ids in dataset["input_ids"]], seed
             )
 
         def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:

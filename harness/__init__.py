@@ -73,6 +73,9 @@ _EXPORTS: dict[str, str] = {
     "load_backend": "harness.backends",
     "Store": "harness.store",
     "build_dataset": "harness.datasets",
+    "Manifest": "harness.datasets",
+    "load_manifest": "harness.datasets",
+    "load_manifest_rows": "harness.datasets",
     # human annotation: corrections read back as training rows
     "Correction": "harness.annotation",
     "read_corrections": "harness.annotation",
@@ -188,7 +191,10 @@ if TYPE_CHECKING:
         prompt_text,
     )
     from harness.datasets import (
+        Manifest,
         build_dataset,
+        load_manifest,
+        load_manifest_rows,
     )
     from harness.document import (
         Badge,

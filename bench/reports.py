@@ -28,6 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
+
+from harness.plugin_manager import load_plugins
 from harness.plugins.metrics import (
     Bleu,
     BleuArgs,
@@ -38,9 +41,6 @@ from harness.plugins.metrics import (
     ExactMatchArgs,
     Wer,
 )
-from rich.console import Console
-
-from harness.plugin_manager import load_plugins
 from harness.render import render
 from harness.render.terminal import print_document
 from harness.reporting import build_report

@@ -26,6 +26,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from harness.clustering import cluster_run, load_clusters, load_failures
+from harness.datasets import build_dataset
+from harness.embedding import default_embedder
+from harness.evaluate import evaluate
+from harness.plugin_manager import load_plugins
 from harness.plugins.data_sources._retrieval import (
     LexicalSettings,
     example_task_text,
@@ -34,12 +40,6 @@ from harness.plugins.data_sources._retrieval import (
     load_pool,
     resolve_pool_path,
 )
-
-from harness.clustering import cluster_run, load_clusters, load_failures
-from harness.datasets import build_dataset
-from harness.embedding import default_embedder
-from harness.evaluate import evaluate
-from harness.plugin_manager import load_plugins
 from harness.store import Store
 from harness.suite import MetricConfig, Suite, load_suite
 from harness.types import ModelSpec

@@ -84,9 +84,9 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from harness.plugins.trainers.lora import LoraArgs, LoraTrainer
 
     from harness.checkpoints import resolve_model_dir
+    from harness.plugins.trainers.lora import LoraArgs, LoraTrainer
     from harness.prompts import PromptConfig
     from harness.types import ModelSpec
 

@@ -16,8 +16,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from harness.reports.run import OUTPUT_CHARS, format_duration, highlighted, model_label
-
 from harness import (
     ALPHA,
     Badge,
@@ -40,6 +38,7 @@ from harness import (
     format_value,
     hookimpl,
 )
+from harness.reports.run import OUTPUT_CHARS, format_duration, highlighted, model_label
 
 _TONES = {
     "better": "good",

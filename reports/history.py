@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.reports.run import format_duration
-
 from harness import (
     Badge,
     Column,
@@ -31,6 +29,7 @@ from harness import (
     format_value,
     hookimpl,
 )
+from harness.reports.run import format_duration
 
 _DECISION_TONES = {
     "baseline": "neutral",

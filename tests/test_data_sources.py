@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from harness.plugins.data_sources.teacher import parse_reply
 
 from harness import DataRequest
 from harness.annotation import export_annotations, import_annotations
@@ -31,6 +30,7 @@ from harness.datasets import (
 from harness.errors import ConfigError, HarnessError, NotFoundError, PluginError
 from harness.evaluate import evaluate
 from harness.hookspecs import hookimpl
+from harness.plugins.data_sources.teacher import parse_reply
 from harness.store import Store
 from harness.suite import load_suite
 from harness.testing import mock_spec, sample

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from harness.plugins.backends import hf
-from harness.plugins.backends.hf import SharedPrefill, bytes_per_row, fit_batch_size
 
 from harness.errors import ConfigError, NotFoundError
 from harness.evaluate import evaluate, load_backend
 from harness.plugin_manager import load_plugins
+from harness.plugins.backends import hf
+from harness.plugins.backends.hf import SharedPrefill, bytes_per_row, fit_batch_size
 from harness.suite import load_suite
 from harness.types import GenerationConfig, ModelSpec
 
@@ -256,6 +256,71 @@ def test_layout_keeps_the_shared_prefix_in_the_first_columns() -> None:
     assert ids.tolist() == [[5, 6, 7, 8], [0, 5, 6, 9]]  # plain left padding
 
 
+# -- continuous batching ----------------------------------------------------------------
+
+
+def _early_stops(b, prompts: list[str], steps: list[int]) -> list[int]:
+    """Token ids that end prompt i's greedy output at step steps[i] when taken for EOS:
+    the random tiny model never says its real EOS, so rows would all run to the limit."""
+    ids = []
+    for prompt, step in zip(prompts, steps):
+        encoded = b.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        with torch.inference_mode():
+            out = b.model.generate(**encoded, max_new_tokens=step, do_sample=False, pad_token_id=0)
+        ids.append(int(out[0, -1]))
+    return ids
+
+
+CONTINUOUS = PROMPTS + SHARED  # "Hello" is one token: a row with nothing to prefill
+
+
+@pytest.mark.parametrize(
+    "config",
+    [GenerationConfig(max_new_tokens=14), GenerationConfig(max_new_tokens=14, temperature=1.0, top_k=50)],
+    ids=["greedy", "sampled"],
+)
+def test_rows_that_finish_leave_the_batch_and_outputs_stay_the_same(
+    tiny_model_dir, plugins, monkeypatch, config
+) -> None:
+    one = backend(tiny_model_dir, plugins, batch_size=1, continuous=False)
+    stops = _early_stops(one, CONTINUOUS[2:3], [1])  # "Hello" -> "Found": a row that ends at once
+    monkeypatch.setattr(hf, "_eos_ids", lambda tokenizer, model: [tokenizer.eos_token_id, *stops])
+    seeds = list(range(3, 3 + len(CONTINUOUS)))
+    alone = one.generate(CONTINUOUS, config, seeds=seeds)
+    static = backend(tiny_model_dir, plugins, batch_size=3, continuous=False)
+    continuous = backend(tiny_model_dir, plugins, batch_size=3)
+    for b in (static, continuous):
+        got = b.generate(CONTINUOUS, config, seeds=seeds)
+        assert [(c.text, c.finish_reason, c.completion_tokens) for c in got] == [
+            (c.text, c.finish_reason, c.completion_tokens) for c in alone
+        ]
+    assert {c.finish_reason for c in alone} == {"eos", "length"}
+    # A static batch keeps decoding its finished rows; a continuous one never does.
+    assert static.stats["finished_row_steps"] > 0 and static.stats["finished_share"] > 0
+    assert continuous.stats["finished_row_steps"] == 0 and continuous.stats["finished_share"] == 0
+    decoded = sum(c.completion_tokens for c in alone)
+    assert continuous.stats["row_steps"] == decoded < static.stats["row_steps"]
+    # Freed rows were refilled: fewer steps than one prompt at a time, and no more rows at once.
+    assert continuous.stats["decode_steps"] < decoded
+    assert continuous.stats["row_steps"] <= 3 * continuous.stats["decode_steps"]
+
+
+def test_continuous_batch_with_stop_strings_and_shared_prefill(tiny_model_dir, plugins) -> None:
+    # The tiny model answers "Hello" with "FoundFound..." and the first prompt ends in " vm".
+    stopped = GenerationConfig(max_new_tokens=16, stop=("FoundFound", " vm"))
+    prompts = PROMPTS + SHARED
+    alone = backend(tiny_model_dir, plugins, batch_size=1, continuous=False).generate(prompts, stopped)
+    b = backend(tiny_model_dir, plugins, batch_size=2)
+    got = b.generate(prompts, stopped)
+    assert [(c.text, c.finish_reason, c.completion_tokens) for c in got] == [
+        (c.text, c.finish_reason, c.completion_tokens) for c in alone
+    ]
+    assert got[2].finish_reason == "stop" and got[2].completion_tokens == 2  # left after 2 steps
+    assert b.stats["finished_row_steps"] == 0
+    assert b.stats["prefill_positions_saved"] > 0  # admissions share their common prefix
+    assert all(c.latency_s > 0 for c in got)  # each row's share of the passes it was in
+
+
 # -- padding, batch sizes, out of memory ------------------------------------------------
 
 
@@ -271,20 +336,29 @@ def test_padding_share_is_kept_and_logged(tiny_model_dir, plugins, caplog) -> No
 
 
 def _fail_above(b, limit: int, calls: list[int]) -> None:
-    """Make batches of more than `limit` rows run out of GPU memory."""
-    real = b._generate_batch
+    """Make batches (static) or admissions (continuous) of more than `limit` rows run out
+    of GPU memory."""
+    real_batch, real_prefill = b._generate_batch, b._prefill_rows
+
+    def fail(rows: int) -> None:
+        calls.append(rows)
+        if rows > limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
 
     def generate_batch(batch, config, seeds):
-        calls.append(len(batch))
-        if len(batch) > limit:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(batch, config, seeds)
+        fail(len(batch))
+        return real_batch(batch, config, seeds)
 
-    b._generate_batch = generate_batch
+    def prefill_rows(prompts, call):
+        fail(len(prompts))
+        return real_prefill(prompts, call)
+
+    b._generate_batch, b._prefill_rows = generate_batch, prefill_rows
 
 
-def test_out_of_memory_halves_the_batch_and_keeps_it_halved(tiny_model_dir, plugins, caplog) -> None:
-    b = backend(tiny_model_dir, plugins, batch_size=8)
+@pytest.mark.parametrize("continuous", [True, False], ids=["continuous", "static"])
+def test_out_of_memory_halves_the_batch_and_keeps_it_halved(tiny_model_dir, plugins, caplog, continuous) -> None:
+    b = backend(tiny_model_dir, plugins, batch_size=8, continuous=continuous)
     calls: list[int] = []
     _fail_above(b, 2, calls)
     prompts = PROMPTS + SHARED
@@ -297,7 +371,7 @@ def test_out_of_memory_halves_the_batch_and_keeps_it_halved(tiny_model_dir, plug
     calls.clear()
     b.generate(PROMPTS, GenerationConfig(max_new_tokens=2))
     assert calls == [2, 2]  # the size that worked is remembered
-    b = backend(tiny_model_dir, plugins, batch_size=2)
+    b = backend(tiny_model_dir, plugins, batch_size=2, continuous=continuous)
     _fail_above(b, 0, [])
     with pytest.raises(torch.cuda.OutOfMemoryError):  # even one row does not fit: say so
         b.generate(PROMPTS[:1], GenerationConfig(max_new_tokens=2))

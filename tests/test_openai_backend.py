@@ -21,6 +21,10 @@ from typing import Any
 
 import httpx2
 import pytest
+
+from harness.errors import ConfigError, HarnessError
+from harness.evaluate import evaluate, load_backend
+from harness.plugin_manager import load_plugins
 from harness.plugins.backends.openai import (
     OpenAIOptions,
     OpenAIServerError,
@@ -30,10 +34,6 @@ from harness.plugins.backends.openai import (
     parse_retry_after,
     retry_delay,
 )
-
-from harness.errors import ConfigError, HarnessError
-from harness.evaluate import evaluate, load_backend
-from harness.plugin_manager import load_plugins
 from harness.prompts import PromptConfig
 from harness.render import FORMATS, render
 from harness.reporting import build_report

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from harness.plugins.metrics import Bleu, BleuArgs, Chrf, ChrfArgs
 from scipy import stats as scipy_stats
 
 from harness.components import mean_from_statistics
+from harness.plugins.metrics import Bleu, BleuArgs, Chrf, ChrfArgs
 from harness.stats import (
     bootstrap_ci,
     mcnemar,

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness.suites import _dictionary, _numbers, build
 
 from harness.plugin_manager import load_plugins
 from harness.registry import Registry
@@ -25,6 +24,7 @@ from harness.suite import (
     read_jsonl,
     read_training_rows,
 )
+from harness.suites import _dictionary, _numbers, build
 
 EXPECTED = {"arithmetic": 150, "dictionary": 200, "general": 105, "numbers": 150}
 POOL_AT_LEAST = {"arithmetic": 2000, "dictionary": 30_000, "numbers": 2500}

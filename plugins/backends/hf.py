@@ -36,6 +36,7 @@ from harness import (
     resolve_adapter_dir,
     resolve_model_dir,
 )
+from harness.plugins.backends.continuous import ContinuousBatch, DecodeCounts, Row
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,12 @@ class HFOptions(BaseModel):
         description="Prefill once what the prompts of a batch share (a common prefix, the draws of "
         "one prompt) and reuse its KV cache; outputs are the same either way.",
     )
+    continuous: bool = Field(
+        True,
+        description="Continuous batching: a row leaves the batch the step it finishes and a waiting "
+        "prompt takes its place; false decodes fixed batches until their longest row stops. "
+        "Outputs are the same either way.",
+    )
 
 
 class HFBackend(Backend):
@@ -69,7 +76,9 @@ class HFBackend(Backend):
     name = "hf"
     description = "transformers causal LM from a local directory, optionally with a peft adapter"
     Options = HFOptions
-    speed_only_options = frozenset({"batch_size", "score_batch_size", "threads", "share_prefill"})
+    speed_only_options = frozenset(
+        {"batch_size", "score_batch_size", "threads", "share_prefill", "continuous"}
+    )
 
     def __init__(self, spec: ModelSpec, options: BaseModel):
         super().__init__(spec, options)
@@ -106,7 +115,7 @@ class HFBackend(Backend):
         """Rows per batch; with auto on a GPU, decided at each call from the free memory."""
         self._fits_tokens: int | None = None
         """Rows x tokens of the last batch that had to be halved to fit (auto on GPU)."""
-        self._share_prefill: bool | None = None  # decided once the model is loaded
+        self._fillable_cache: bool | None = None  # decided once the model is loaded
         self._stop_criteria: dict[tuple[str, ...], Any] = {}
         self.stats: dict[str, float] = {
             "batches": 0,
@@ -117,6 +126,10 @@ class HFBackend(Backend):
             "prompt_tokens": 0,
             "prefill_positions": 0,  # prompt positions the model computed
             "prefill_positions_saved": 0,  # and those a shared prefill spared it
+            "decode_steps": 0,
+            "row_steps": 0,  # rows decoded, summed over the steps
+            "finished_row_steps": 0,  # of which rows that had already finished
+            "finished_share": 0.0,  # finished_row_steps / row_steps of the last generate call
         }
 
     @property
@@ -188,7 +201,6 @@ class HFBackend(Backend):
         seeds: Sequence[int] | None = None,
         progress: Progress | None = None,
     ) -> list[Completion]:
-        import torch
 
         if not prompts:
             return []
@@ -203,8 +215,37 @@ class HFBackend(Backend):
         # that a batch prefills them once.
         order = sorted(pending, key=lambda i: (-len(encoded[i]), group[i], i))
         results: dict[int, Completion] = {}
+        call, decoding = BatchCounts(), DecodeCounts()
+
+        def done(index: int, completion: Completion) -> None:
+            results[index] = completion
+            self.stats["tokens"] += completion.completion_tokens
+            if progress:
+                progress(copies[index])
+
+        started = time.perf_counter()
+        if self._continuous():
+            self._generate_continuous(order, encoded, config, seeds, done, call, decoding)
+        else:
+            self._generate_static(order, encoded, config, seeds, done, call, decoding)
+        self.stats["seconds"] += time.perf_counter() - started
+        self._record(call, decoding, len(prompts))
+        return [results[group[i]] if config.greedy else results[i] for i in range(len(prompts))]
+
+    def _generate_static(
+        self,
+        order: list[int],
+        encoded: list[list[int]],
+        config: GenerationConfig,
+        seeds: Sequence[int] | None,
+        done: Callable[[int, Completion], None],
+        call: BatchCounts,
+        decoding: DecodeCounts,
+    ) -> None:
+        """Fixed batches of `order`, each decoded by `generate` until its longest row stops."""
+        import torch
+
         size = self._batch_size_for(len(encoded[order[0]]), config)
-        call = BatchCounts()
         position = 0
         while position < len(order):
             batch = order[position : position + size]
@@ -225,38 +266,120 @@ class HFBackend(Backend):
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 continue
-            for index, (text, finish, n_tokens) in zip(batch, outputs):
-                results[index] = Completion(
-                    text=text,
-                    prompt_tokens=len(encoded[index]),
-                    completion_tokens=n_tokens,
-                    finish_reason=finish,
-                    latency_s=elapsed / len(batch),
-                )
             call += counts
+            steps = max(n for _, _, n in outputs)
+            decoding += DecodeCounts(steps, steps * len(batch), sum(steps - n for _, _, n in outputs))
             self.stats["batches"] += 1
-            self.stats["tokens"] += sum(n for _, _, n in outputs)
-            self.stats["seconds"] += elapsed
             position += len(batch)
-            if progress:
-                progress(sum(copies[i] for i in batch))
-        self._record(call, len(prompts))
-        return [results[group[i]] if config.greedy else results[i] for i in range(len(prompts))]
+            for index, (text, finish, n_tokens) in zip(batch, outputs):
+                done(index, self._completion(encoded[index], text, finish, n_tokens, elapsed / len(batch)))
 
-    def _record(self, call: BatchCounts, n_prompts: int) -> None:
-        """Keep the call's padding and prefill figures in `stats` and log them."""
+    def _generate_continuous(
+        self,
+        order: list[int],
+        encoded: list[list[int]],
+        config: GenerationConfig,
+        seeds: Sequence[int] | None,
+        done: Callable[[int, Completion], None],
+        call: BatchCounts,
+        decoding: DecodeCounts,
+    ) -> None:
+        """`order` through one continuous batch (plugins/backends/continuous.py); after an
+        out-of-memory error, what has not finished starts again at half the rows."""
+        import torch
+
+        eos_ids = _eos_ids(self.tokenizer, self.model)
+        finished: set[int] = set()
+        while True:
+            waiting = [i for i in order if i not in finished]
+            if not waiting:
+                return
+            size = self._batch_size_for(len(encoded[waiting[0]]), config)
+            sampler = None if config.greedy else PerRowSampler(config, [])
+            batch = ContinuousBatch(
+                self.model,
+                size=size,
+                max_new_tokens=config.max_new_tokens,
+                eos_ids=eos_ids,
+                prefill=lambda prompts: self._prefill_rows(prompts, call),
+                sampler=sampler,
+                stop=self._stop_criterion(config.stop) if config.stop else None,
+                pad_id=self.tokenizer.pad_token_id,
+            )
+            rows = [
+                Row(i, encoded[i], _seeded(seeds[i] if seeds is not None else config.seed) if sampler else None)
+                for i in waiting
+            ]
+            try:
+                with torch.inference_mode():
+                    for row in batch.run(rows):
+                        text, finish, n_tokens = self._finish(row.generated, config, eos_ids)
+                        finished.add(row.index)
+                        done(row.index, self._completion(row.prompt, text, finish, n_tokens, row.cost_s))
+                return
+            except torch.cuda.OutOfMemoryError:
+                if size == 1:
+                    raise
+                self._remember_fit(size // 2, max(len(encoded[i]) for i in waiting) + config.max_new_tokens)
+                log.warning("out of memory: batch size halved to %d", size // 2)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+            finally:
+                decoding += batch.counts
+                self.stats["batches"] += 1
+
+    def _prefill_rows(self, prompts: list[list[int]], call: BatchCounts) -> tuple[Any, Any]:
+        """The KV cache of every prompt but its last token, and its attention mask: how
+        waiting prompts join a continuous batch (their common prefix computed once)."""
+        from transformers import DynamicCache
+
+        plan = SharedPrefill.plan(prompts) if self._can_share_prefill() else None
+        input_ids, attention = _layout(prompts, plan.prefix if plan else 0, self.tokenizer.pad_token_id)
+        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
+        width = input_ids.shape[1]
+        real = int(attention.sum())
+        counts = BatchCounts(padded=input_ids.numel() - real, real=real)
+        if plan is not None:
+            cache = plan.prefill(self.model, input_ids, attention)
+            counts.prefilled, counts.saved = plan.prefilled, plan.saved
+        else:
+            cache = DynamicCache(config=self.model.config.get_text_config(decoder=True))
+            if width > 1:
+                positions = (attention.cumsum(-1) - 1).masked_fill(attention == 0, 0)
+                head = slice(0, width - 1)
+                _prefill(self.model, input_ids[:, head], attention[:, head], positions[:, head], cache)
+            counts.prefilled = len(prompts) * width
+        call += counts
+        return cache, attention[:, : width - 1]
+
+    def _completion(self, prompt: list[int], text: str, finish: str, n_tokens: int, seconds: float) -> Completion:
+        return Completion(
+            text=text,
+            prompt_tokens=len(prompt),
+            completion_tokens=n_tokens,
+            finish_reason=finish,
+            latency_s=seconds,
+        )
+
+    def _record(self, call: BatchCounts, decoding: DecodeCounts, n_prompts: int) -> None:
+        """Keep the call's padding, prefill and decoding figures in `stats` and log them."""
         self.stats["padding_share"] = call.padding_share
+        self.stats["decode_steps"] += decoding.steps
+        self.stats["row_steps"] += decoding.row_steps
+        self.stats["finished_row_steps"] += decoding.finished_row_steps
+        self.stats["finished_share"] = decoding.finished_share
         self.stats["padded_tokens"] += call.padded
         self.stats["prompt_tokens"] += call.real
         self.stats["prefill_positions"] += call.prefilled
         self.stats["prefill_positions_saved"] += call.saved
         log.info(
             "generated %d prompts: padding %.1f%% of the prompt positions, prefill shared for "
-            "%d of %d positions",
+            "%d of %d positions, %.1f%% of the decoded rows already finished",
             n_prompts,
             100 * call.padding_share,
             call.saved,
             call.prefilled + call.saved,
+            100 * decoding.finished_share,
         )
 
     def _batch_size_for(self, longest_prompt: int, config: GenerationConfig) -> int:
@@ -331,16 +454,24 @@ class HFBackend(Backend):
         return [self._finish(ids, config, eos_ids) for ids in generated], counts
 
     def _can_share_prefill(self) -> bool:
-        """Whether the model's cache can be filled by hand and repeated along the batch.
+        opts: HFOptions = self.options  # type: ignore[assignment]
+        return opts.share_prefill and self._can_fill_cache()
+
+    def _continuous(self) -> bool:
+        opts: HFOptions = self.options  # type: ignore[assignment]
+        return opts.continuous and self._can_fill_cache()
+
+    def _can_fill_cache(self) -> bool:
+        """Whether the model's cache can be filled, repeated, joined and cut by hand (the
+        shared prefill and continuous batching do).
 
         Only a cache of plain full-attention layers qualifies: sliding-window, chunked,
         linear-attention and shared-KV layers keep state that a filled-in prefix and middle
         padding would not reproduce, so those models take the ordinary path."""
-        if self._share_prefill is None:
+        if self._fillable_cache is None:
             from transformers import DynamicCache
             from transformers.cache_utils import DynamicLayer
 
-            opts: HFOptions = self.options  # type: ignore[assignment]
             model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
             config = model.config
             layers = (
@@ -348,13 +479,12 @@ class HFBackend(Backend):
                 if config.is_encoder_decoder
                 else DynamicCache(config=config.get_text_config(decoder=True)).layers
             )
-            self._share_prefill = (
-                opts.share_prefill
-                and "logits_to_keep" in inspect.signature(model.forward).parameters
+            self._fillable_cache = (
+                "logits_to_keep" in inspect.signature(model.forward).parameters
                 and bool(layers)
                 and all(type(layer) is DynamicLayer for layer in layers)
             )
-        return self._share_prefill
+        return self._fillable_cache
 
     def _finish(self, ids: list[int], config: GenerationConfig, eos_ids: list[int]) -> tuple[str, str, int]:
         """(text, finish reason, completion tokens) of one generated row."""
@@ -440,10 +570,9 @@ class PerRowSampler:
     logits that make greedy decoding pick exactly that token."""
 
     def __init__(self, config: GenerationConfig, seeds: Sequence[int]):
-        import torch
 
         self.config = config
-        self.generators = [torch.Generator().manual_seed(int(seed) % (2**63)) for seed in seeds]
+        self.generators = [_seeded(seed) for seed in seeds]
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
@@ -465,6 +594,12 @@ class PerRowSampler:
         out = torch.full_like(scores, float("-inf"))
         out[torch.arange(scores.shape[0], device=scores.device), chosen] = 0.0
         return out
+
+
+def _seeded(seed: int) -> Any:
+    import torch
+
+    return torch.Generator().manual_seed(int(seed) % (2**63))
 
 
 def _eos_ids(tokenizer: Any, model: Any) -> list[int]:

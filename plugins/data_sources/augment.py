@@ -23,11 +23,11 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
-from harness.plugins.data_sources._retrieval import LexicalSettings, nearest_rows
-from harness.plugins.data_sources.pool import open_pool
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness import DataRequest, DataSource, Suite, TrainingExample, hookimpl
+from harness.plugins.data_sources._retrieval import LexicalSettings, nearest_rows
+from harness.plugins.data_sources.pool import open_pool
 
 Transform = Literal["case", "whitespace", "punctuation", "typo", "format"]
 

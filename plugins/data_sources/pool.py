@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness import DataSource, Suite, TrainingExample, hookimpl
 from harness.plugins.data_sources._retrieval import (
     DataRequest,
     LexicalSettings,
@@ -19,9 +22,6 @@ from harness.plugins.data_sources._retrieval import (
     random_rows,
     resolve_pool_path,
 )
-from pydantic import BaseModel, ConfigDict, Field
-
-from harness import DataSource, Suite, TrainingExample, hookimpl
 
 
 class PoolArgs(BaseModel):

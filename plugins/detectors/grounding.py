@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness import Detector, Issue, Item, hookimpl
 from harness.plugins.detectors._text import (
     Claim,
     claims,
@@ -13,9 +16,6 @@ from harness.plugins.detectors._text import (
     numbers,
     word_stems,
 )
-from pydantic import BaseModel, ConfigDict, Field
-
-from harness import Detector, Issue, Item, hookimpl
 
 
 class GroundingArgs(BaseModel):

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from harness.plugins.detectors._chrf import pairwise_chrf
-from harness.plugins.detectors._text import TOKEN, number_key, numbers, stop_words
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness import Detector, Issue, Item, Needs, hookimpl
+from harness.plugins.detectors._chrf import pairwise_chrf
+from harness.plugins.detectors._text import TOKEN, number_key, numbers, stop_words
 
 Mode = Literal["yes_no", "number", "short", "text"]
 _YES_NO = re.compile(r"^\W*(yes|no|true|false|correct|incorrect)\b", re.IGNORECASE)

@@ -7,10 +7,10 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from harness.plugins.detectors._text import TOKEN
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from harness import Detector, Issue, Item, hookimpl
+from harness.plugins.detectors._text import TOKEN
 
 # The end of the last complete sentence: terminal punctuation, maybe closing quotes.
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*(?=\s|$)")

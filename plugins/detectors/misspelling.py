@@ -6,11 +6,11 @@ import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
-from harness.plugins.detectors._lexicon import known
-from harness.plugins.detectors._text import Token, stem, tokens, word_stems
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness import Detector, Issue, Item, hookimpl
+from harness.plugins.detectors._lexicon import known
+from harness.plugins.detectors._text import Token, stem, tokens, word_stems
 
 # What follows the apostrophe of a contraction ("don't", "they're", "I'd").
 _CONTRACTION_ENDINGS = frozenset({"t", "re", "ve", "ll", "d", "m"})

@@ -6,10 +6,10 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
-from harness.plugins.detectors._text import TOKEN
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness import Detector, Issue, Item, hookimpl
+from harness.plugins.detectors._text import TOKEN
 
 
 class RepetitionArgs(BaseModel):

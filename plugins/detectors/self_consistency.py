@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from harness.plugins.detectors._chrf import pairwise_chrf
-from harness.plugins.detectors._text import Claim, claims, number_key, numbers, word_stems
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness import Detector, Issue, Item, Needs, hookimpl
+from harness.plugins.detectors._chrf import pairwise_chrf
+from harness.plugins.detectors._text import Claim, claims, number_key, numbers, word_stems
 
 
 class SelfConsistencyArgs(BaseModel):

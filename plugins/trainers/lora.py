@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from harness.plugins.trainers._layers import find_projection_layers
 from pydantic import BaseModel, Field
 
 from harness import InstructionTuner, Registry, TrainingArgs, hookimpl
+from harness.plugins.trainers._layers import find_projection_layers
 
 
 class LoraArgs(TrainingArgs):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import sacrebleu
+
 from harness.plugins.detectors._chrf import chrf, pairwise_chrf
 from harness.plugins.detectors._text import (
     claims,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from harness.plugins.detectors.grounding import Grounding
 from pydantic import ValidationError
 
+from harness.plugins.detectors.grounding import Grounding
 from harness.testing import item
 
 DETECTOR = Grounding()

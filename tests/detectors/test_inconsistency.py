@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from harness.plugins.detectors.inconsistency import Inconsistency, extract_answer
 
+from harness.plugins.detectors.inconsistency import Inconsistency, extract_answer
 from harness.testing import item
 
 DETECTOR = Inconsistency()

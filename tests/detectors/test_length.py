@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from harness.plugins.detectors.length import Length
 from pydantic import ValidationError
 
+from harness.plugins.detectors.length import Length
 from harness.testing import item
 
 DETECTOR = Length()

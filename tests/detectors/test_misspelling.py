@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
 from harness.plugins.detectors._lexicon import english_words, known
 from harness.plugins.detectors.misspelling import Misspelling
-
 from harness.testing import item
 
 DETECTOR = Misspelling()

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
+
 from harness.plugins.detectors.repetition import (
     Repetition,
     longest_repeat,
     longest_stutter,
     seq_rep,
 )
-from pydantic import ValidationError
-
 from harness.testing import item
 
 DETECTOR = Repetition()

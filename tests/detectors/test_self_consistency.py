@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from harness.plugins.detectors.self_consistency import SelfConsistency
 
 from harness.plugin_manager import load_plugins
+from harness.plugins.detectors.self_consistency import SelfConsistency
 from harness.scoring import ResolvedDetector, run_detector
 from harness.suite import DetectorConfig
 from harness.testing import item

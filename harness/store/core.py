@@ -31,6 +31,15 @@ DEFAULT_STORE = Path(".harness") / "harness.duckdb"
 ENV_STORE = "HARNESS_STORE"
 _LOCK_RETRY_S = 15.0
 
+SANDBOX_CONFIG: dict[str, Any] = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "lock_configuration": True,
+}
+"""DuckDB settings of the connection that runs user-typed SQL (`Store.sandbox`)."""
+
 
 def default_store_path() -> Path:
     return Path(os.environ.get(ENV_STORE) or DEFAULT_STORE)
@@ -141,7 +150,7 @@ class Store:
                 {
                     "pid": os.getpid(),
                     "host": socket.gethostname(),
-                    "command": " ".join(sys.argv),
+                    "command": _command_name(),
                     "since": datetime.now(UTC).isoformat(timespec="seconds"),
                 }
             )
@@ -164,22 +173,25 @@ class Store:
             finally:
                 self._depth -= 1
             return
-        deadline = time.monotonic() + _LOCK_RETRY_S
-        delay = 0.02
-        while True:
-            try:
-                self._con = duckdb.connect(str(self.path), read_only=self.read_only)
-                break
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                    raise StoreLockedError(_explain_duckdb_lock(self.path, exc)) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
+        self._con = self._open()
         try:
             yield self._con
         finally:
             self._con.close()
             self._con = None
+
+    def _open(self, config: Mapping[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
+        """A new DuckDB connection; another process's file lock is waited out briefly."""
+        deadline = time.monotonic() + _LOCK_RETRY_S
+        delay = 0.02
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=self.read_only, config=dict(config or {}))
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise StoreLockedError(_explain_duckdb_lock(self.path, exc)) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -206,6 +218,24 @@ class Store:
         with self.connect() as con:
             relation = con.sql(sql, params=params) if params is not None else con.sql(sql)
             return fetch_arrow(relation)
+
+    @contextmanager
+    def sandbox(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for SQL the user typed: read-only, no file system, settings locked.
+
+        DuckDB itself enforces it (`enable_external_access=false` refuses COPY TO,
+        ATTACH, EXPORT, INSTALL/LOAD and every file-reading or file-writing table
+        function; `lock_configuration=true` refuses `SET` back), so no parsing of ours
+        stands between a query and the store file."""
+        if not self.read_only:
+            raise RuntimeError("the SQL sandbox opens only a store opened read-only")
+        if self._con is not None:
+            raise RuntimeError("close the store's connection before opening the SQL sandbox")
+        con = self._open(config=SANDBOX_CONFIG)
+        try:
+            yield con
+        finally:
+            con.close()
 
     def scalar(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> Any:
         with self.connect() as con:
@@ -279,6 +309,17 @@ def _current_version(con: duckdb.DuckDBPyConnection) -> int:
     return int(row[0]) if row else 0
 
 
+def _command_name() -> str:
+    """What the lock file says is writing: the command's name, never its arguments
+    (they may hold a key typed on the command line)."""
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        return ctx.command_path
+    return Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+
+
 def _describe_holder(raw: str) -> str:
     try:
         info = json.loads(raw)
@@ -295,9 +336,9 @@ def _explain_duckdb_lock(path: Path, exc: Exception) -> str:
     if match:
         pid = match.group(1)
         holder = f"PID {pid}"
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-            holder += f" (`{cmd}`)"
+        try:  # the program's name only: its arguments may hold secrets
+            name = Path(f"/proc/{pid}/comm").read_text(encoding="utf-8", errors="replace").strip()
+            holder += f" (`{name}`)"
         except OSError:
             pass
     return (

@@ -31,7 +31,8 @@ def test_migrations_are_numbered_and_applied_once(tmp_path: Path) -> None:
 
 def test_a_store_from_a_newer_harness_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "s.duckdb"
-    Store.writer(path).close()
+    with Store.writer(path) as store:
+        store.scalar("SELECT 1")  # a new store is created on first use
     con = duckdb.connect(str(path))
     con.execute("INSERT INTO schema_migrations VALUES (999, 'future', now())")
     con.close()
@@ -76,6 +77,7 @@ HOLDER = textwrap.dedent(
     import sys, time
     from harness.store import Store
     store = Store.writer(sys.argv[1])
+    store.scalar("SELECT 1")  # a new store is created (and locked) on first use
     print("ready", flush=True)
     time.sleep(30)
     """

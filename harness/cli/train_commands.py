@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from harness.cli.params import OUTPUT_DIR
 from harness.cli.eval_commands import parse_options
 from harness.cli.main import CONTEXT_SETTINGS, CliState, pass_state
 from harness.errors import ConfigError, HarnessError, NotFoundError
@@ -70,7 +71,7 @@ class _Start:
 @click.option(
     "--output",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=OUTPUT_DIR,
     help="Directory for the trained checkpoint (and the resumable checkpoints on the way).",
 )
 @click.option(

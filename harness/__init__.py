@@ -56,6 +56,8 @@ _EXPORTS: dict[str, str] = {
     "resolve_adapter_dir": "harness.checkpoints",
     "checkpoint_content_hash": "harness.checkpoints:content_hash",
     "checkpoint_hash": "harness.checkpoints",
+    "check_model_dir": "harness.checkpoints",
+    "check_adapter_dir": "harness.checkpoints",
     "Embedder": "harness.embedding",
     "default_embedder": "harness.embedding",
     # running
@@ -156,6 +158,8 @@ if TYPE_CHECKING:
         load_backend,
     )
     from harness.checkpoints import (
+        check_adapter_dir,
+        check_model_dir,
         checkpoint_hash,
         resolve_adapter_dir,
         resolve_model_dir,

@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -127,6 +128,128 @@ def _file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------------------
+# Checks before anything is loaded or recorded
+# ---------------------------------------------------------------------------
+# Each reads only small files (configs and safetensors headers), so that a checkpoint
+# that cannot load is refused in one line that names the file, before a run is recorded.
+
+
+def check_model_dir(directory: Path, *, allow_pickle: bool = False, trust_remote_code: bool = False) -> None:
+    """Refuse a model directory that transformers could not (or should not) load."""
+    config = _read_json(directory / "config.json")
+    _check_model_code(directory / "config.json", config, trust_remote_code)
+    require_safetensors(directory, "model", allow_pickle=allow_pickle)
+    for path in sorted(directory.glob("*.safetensors")):
+        _safetensors_shapes(path)
+
+
+def check_adapter_dir(adapter_dir: Path, model_dir: Path, *, allow_pickle: bool = False) -> None:
+    """Refuse a peft adapter that is unreadable, pickle-only, or made for another base model."""
+    _read_json(adapter_dir / "adapter_config.json")
+    require_safetensors(adapter_dir, "adapter", allow_pickle=allow_pickle)
+    weights = adapter_dir / "adapter_model.safetensors"
+    if not weights.is_file():
+        return  # pickle weights the user trusts: peft checks them as it loads
+    _check_adapter_fits(weights, model_dir, _safetensors_shapes(weights), _module_shapes(model_dir))
+
+
+def require_safetensors(directory: Path, what: str, *, allow_pickle: bool = False) -> None:
+    """The one rule for models and adapters: weights in safetensors, unless pickle is allowed."""
+    if allow_pickle or any(directory.glob("*.safetensors")):
+        return
+    raise ConfigError(
+        f"{directory} has no .safetensors weights; pickle weights (.bin) can run code "
+        f"when loaded. Convert the {what}, or pass -o allow_pickle=true if you trust it"
+    )
+
+
+def _read_json(path: Path) -> dict[str, object]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NotFoundError(f"{path} is missing: the checkpoint is incomplete") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc}); save the checkpoint again") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path} must hold a JSON object; save the checkpoint again")
+    return value
+
+
+def _check_model_code(config_path: Path, config: dict[str, object], trust_remote_code: bool) -> None:
+    from transformers import CONFIG_MAPPING
+
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str) or model_type in CONFIG_MAPPING or trust_remote_code:
+        return
+    if config.get("auto_map"):
+        raise ConfigError(
+            f"{config_path}: model type {model_type!r} needs the code shipped with the model "
+            "(auto_map); read that code, then pass -o trust_remote_code=true if you trust it"
+        )
+    import transformers
+
+    raise ConfigError(
+        f"{config_path}: model type {model_type!r} is not known to transformers "
+        f"{transformers.__version__}; upgrade transformers or convert the checkpoint"
+    )
+
+
+def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor name -> shape, from the header (safetensors checks the file covers its data)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            return {name: list(handle.get_slice(name).get_shape()) for name in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(
+            f"{path} is not a readable safetensors file ({reason}): it is truncated or "
+            "corrupt; copy or save the checkpoint again"
+        ) from None
+
+
+def _module_shapes(model_dir: Path) -> dict[str, list[int]]:
+    """Parameter name -> shape of the model as transformers builds it (on the meta device:
+    no memory, no weights read), named as peft names the adapter's modules."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_dir)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return {name: list(tensor.shape) for name, tensor in model.state_dict().items()}
+
+
+_LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<part>[AB])(?:\.[^.]+)?\.weight$")
+
+
+def _check_adapter_fits(
+    weights: Path, model_dir: Path, adapter: dict[str, list[int]], base: dict[str, list[int]]
+) -> None:
+    """Every LoRA matrix must sit on a module of the base model, with its dimensions."""
+    for key, shape in adapter.items():
+        match = _LORA_KEY.match(key)
+        if not match or len(shape) != 2:
+            continue
+        module = match.group("module")
+        target = base.get(f"{module}.weight")
+        if target is None:
+            raise ConfigError(
+                f"{weights} was trained for another base model: {model_dir} has no module "
+                f"{module!r}; give the base model it was trained on with --model"
+            )
+        expected = target[1] if match.group("part") == "A" else target[0]
+        found = shape[1] if match.group("part") == "A" else shape[0]
+        if len(target) == 2 and found != expected:
+            raise ConfigError(
+                f"{weights} was trained for another base model: {module!r} is {found} wide "
+                f"in the adapter and {expected} in {model_dir}; give the base model it was "
+                "trained on with --model"
+            )
 
 
 # ---------------------------------------------------------------------------

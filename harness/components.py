@@ -135,6 +135,12 @@ class Backend(ABC):
         """The tokenizer's chat template as a function, or None when there is none."""
         return None
 
+    @property
+    def context_length(self) -> int | None:
+        """The most tokens (prompt and output) the model can attend to, when known; a
+        `max_new_tokens` above it is refused before a run is recorded."""
+        return None
+
     def format_prompt(self, sample: Sample, prompt: PromptConfig) -> str:
         return render_prompt(sample, prompt, self.chat_template())
 

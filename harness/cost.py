@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from harness.errors import ConfigError
 
@@ -49,19 +48,20 @@ class PriceTable(BaseModel):
 
 def load_prices(path: str | Path | None = None) -> PriceTable:
     """The price table from `path`, $HARNESS_PRICES, or the example shipped with the harness."""
+    from harness.suite import decode_utf8, parse_yaml_model
+
     source = path or os.environ.get(ENV_PRICES)
     if source:
         file = Path(source)
         if not file.is_file():
             raise ConfigError(f"price table {file} does not exist")
-        text = file.read_text()
+        data = file.read_bytes()
     else:
         file = Path("harness/prices.yaml")
-        text = (importlib.resources.files("harness") / "prices.yaml").read_text()
-    try:
-        return PriceTable.model_validate(yaml.safe_load(text))
-    except (yaml.YAMLError, ValidationError) as exc:
-        raise ConfigError(f"{file}: not a valid price table: {exc}") from None
+        data = (importlib.resources.files("harness") / "prices.yaml").read_bytes()
+    table = parse_yaml_model(decode_utf8(data, file), file, PriceTable, "price table")
+    assert isinstance(table, PriceTable)
+    return table
 
 
 @dataclass(frozen=True)

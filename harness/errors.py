@@ -49,6 +49,14 @@ class StoreLockedError(HarnessError):
     """Another process is writing to the store."""
 
 
+class StoreDamagedError(HarnessError):
+    """The store file is truncated, corrupted or not a DuckDB file at all."""
+
+
+class StorePermissionError(HarnessError):
+    """The store file, or the folder it is to be created in, cannot be written."""
+
+
 class NotFoundError(HarnessError):
     """A run, loop, cluster, file or model that does not exist."""
 

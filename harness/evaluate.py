@@ -24,6 +24,7 @@ from harness import environment
 from harness.backends import load_backend
 from harness.components import Backend
 from harness.distributed import Executor
+from harness.errors import ConfigError
 from harness.generation import (
     DEFAULT_CHUNK,
     generate_with_cache,
@@ -89,6 +90,21 @@ class RunSummary:
         return self.status == "completed"
 
 
+def check_generation_fits(
+    backend: Backend, generation: GenerationConfig, suite: Suite, options: EvalOptions
+) -> None:
+    """Refuse a `max_new_tokens` the model cannot produce (more than its whole context),
+    before a run is recorded: such a run would only be left `running` when stopped."""
+    context = backend.context_length
+    if context is None or generation.max_new_tokens <= context:
+        return
+    where = "--max-new-tokens" if options.max_new_tokens is not None else f"{suite.path}: generation.max_new_tokens"
+    raise ConfigError(
+        f"{where}: {generation.max_new_tokens} is more than the model's context of {context} "
+        f"tokens (prompt and output together); give at most {context}"
+    )
+
+
 def effective_generation(suite: Suite, options: EvalOptions) -> GenerationConfig:
     updates: dict[str, Any] = {}
     if options.seed is not None:
@@ -116,6 +132,7 @@ def evaluate(
     owns_backend = isinstance(model, ModelSpec)
     backend = load_backend(model, plugins.registry) if isinstance(model, ModelSpec) else model
     try:
+        check_generation_fits(backend, generation, suite, options)
         return _evaluate_loaded(suite, backend, store, plugins, options, reporter, components, generation)
     finally:
         if owns_backend:

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 
 from harness.errors import ConfigError, HarnessError, NotFoundError
 from harness.store import Store
+from harness.store.core import fetch_arrow
 
 if TYPE_CHECKING:
     from harness.stats import ScoreFn
@@ -780,15 +781,31 @@ class Queries:
     # -- ad-hoc SQL ---------------------------------------------------------------
 
     def sql(self, query: str) -> pa.Table:
-        """The result of any read-only SQL; the store must be open read-only, so that a
-        mistyped statement cannot change it."""
+        """The result of read-only SQL (SELECT, DESCRIBE, EXPLAIN, PRAGMA, CALL).
+
+        The query runs in `Store.sandbox()`: DuckDB opens the file read-only with file
+        system access and configuration changes disabled, so neither `COPY ... TO`,
+        `ATTACH`, `EXPORT`, `INSTALL`/`LOAD` nor `SET` can reach beyond the query."""
         if not self.store.read_only:
             raise HarnessError("ad-hoc SQL runs only on a store opened read-only (Store.reader)")
         try:
-            return self.store.query_arrow(query)
+            statements = duckdb.extract_statements(query)
         except duckdb.Error as exc:
-            message = str(exc).strip().splitlines()[0]
-            raise ConfigError(f"SQL error: {message}") from None
+            raise ConfigError(f"SQL error: {_first_line(exc)}") from None
+        if not statements:
+            raise ConfigError("SQL error: the query is empty")
+        for statement in statements:
+            if statement.type not in _READ_STATEMENTS:
+                kind = statement.type.name
+                raise ConfigError(
+                    f"SQL error: {kind} statements are refused; `harness sql` is read-only "
+                    "(SELECT, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN, PRAGMA, CALL)"
+                )
+        try:
+            with self.store.sandbox() as con:
+                return fetch_arrow(con.sql(query))
+        except duckdb.Error as exc:
+            raise ConfigError(f"SQL error: {_first_line(exc)}") from None
 
     # -- helpers ----------------------------------------------------------------
 
@@ -890,3 +907,18 @@ __all__ = [
     "SampleDetail",
     "SampleStats",
 ]
+
+
+_READ_STATEMENTS = frozenset(
+    {
+        duckdb.StatementType.SELECT,
+        duckdb.StatementType.EXPLAIN,
+        duckdb.StatementType.PRAGMA,
+        duckdb.StatementType.CALL,
+    }
+)
+"""Statement kinds `Queries.sql` runs; the sandbox would refuse most others anyway."""
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -117,11 +117,7 @@ class Registry:
             )
         existing = self._entries[kind].get(name)
         if existing is not None:
-            raise PluginError(
-                plugin.name,
-                hook,
-                f"{kind} {name!r} is already registered by plugin {existing.plugin.name!r}",
-            )
+            raise _duplicate(kind, name, hook, newcomer=plugin, holder=existing.plugin)
         self._entries[kind][name] = Registration(kind, name, component, plugin)
 
     # -- looking up -----------------------------------------------------------
@@ -165,3 +161,19 @@ class Registry:
 
     def report(self, name: str, where: str = "") -> ReportView:
         return self.get("report", name, where).component
+
+
+def _duplicate(kind: str, name: str, hook: str, *, newcomer: PluginInfo, holder: PluginInfo) -> PluginError:
+    """A name registered twice blames the plugin that is not built in (whichever hook ran
+    first), and says where it came from, so that the user knows which file to change."""
+    blamed, other = (holder, newcomer) if newcomer.source == "builtin" and holder.source != "builtin" else (newcomer, holder)
+    origin = "" if blamed.source == "builtin" else f" from {blamed.source}"
+    holder_text = (
+        f"built-in plugin {other.name!r}" if other.source == "builtin" else f"plugin {other.name!r} from {other.source}"
+    )
+    return PluginError(
+        blamed.name,
+        hook,
+        f"{kind} {name!r}{origin} is already registered by {holder_text}; "
+        "rename it",
+    )

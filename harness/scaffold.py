@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.resources
+import json
 import keyword
 import re
 from pathlib import Path
@@ -27,8 +28,11 @@ def new_detector(name: str, directory: Path, *, description: str = "") -> list[P
         "function": name,
         "package": package,
         "dist_name": f"harness-{name.replace('_', '-')}",
-        "description": description or "flags outputs that contain given phrases.",
     }
+    text = " ".join((description or "flags outputs that contain given phrases.").split())
+    # Pasted as literals, never as raw text: quotes and backslashes must not break the code.
+    values["description_literal"] = repr(text)
+    values["description_toml"] = json.dumps(f"A harness detector plugin: {text}")
     templates = importlib.resources.files("harness") / "templates" / "detector"
     layout = {
         "pyproject.toml.tmpl": directory / "pyproject.toml",

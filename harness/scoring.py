@@ -139,16 +139,30 @@ def score_metric(
         return stats
 
     rows, errors = _isolated(stats_of, items, resolved.plugin, "Metric.statistics", resolved.name)
+    rows = _drop_non_finite(rows, items, resolved, errors)
     kept = [(item, row) for item, row in zip(items, rows) if row is not None]
     width = len(kept[0][1]) if kept else 0
     stats = np.asarray([row for _, row in kept], dtype=float).reshape(len(kept), width)
     score = lambda totals: metric.from_statistics(totals, args)  # noqa: E731
+    values, corpus, low, high = np.zeros(0), float("nan"), float("nan"), float("nan")
     if len(kept):
-        values = np.asarray(metric.sample_scores(stats, args), dtype=float).reshape(len(kept))
-        corpus = float(score(stats.sum(axis=0)))
-        low, high = bootstrap_ci(stats, score, confidence=confidence, resamples=resamples, seed=seed)
-    else:
-        values, corpus, low, high = np.zeros(0), float("nan"), float("nan"), float("nan")
+        # The corpus step runs once over all samples: a plugin that raises here is
+        # recorded like a failing detector, and the run goes on without this score.
+        hook = "Metric.sample_scores"
+        try:
+            values = np.asarray(metric.sample_scores(stats, args), dtype=float).reshape(len(kept))
+            errors.extend(_non_finite_values(values, [item for item, _ in kept], resolved))
+            hook = "Metric.from_statistics"
+            corpus = float(score(stats.sum(axis=0)))
+            low, high = bootstrap_ci(stats, score, confidence=confidence, resamples=resamples, seed=seed)
+        except Exception as exc:
+            errors.append(_corpus_error(resolved, hook, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+            if values.shape != (len(kept),):
+                values = np.full(len(kept), np.nan)
+            corpus, low, high = float("nan"), float("nan"), float("nan")
+        else:
+            if not math.isfinite(corpus):
+                errors.append(_corpus_error(resolved, hook, f"from_statistics returned {corpus} for the corpus"))
     outcome = MetricOutcome(
         name=resolved.name,
         higher_is_better=metric.higher_is_better,
@@ -163,6 +177,48 @@ def score_metric(
         sample_threshold=resolved.config.sample_threshold,
     )
     return outcome, errors
+
+
+def _drop_non_finite(
+    rows: list[Any], items: Sequence[Item], resolved: ResolvedMetric, errors: list[ComponentError]
+) -> list[Any]:
+    """A sample whose statistics are NaN or infinite would blank the corpus score: it is
+    left out and recorded as the plugin's error on that sample."""
+    cleaned = []
+    for item, row in zip(items, rows):
+        if row is not None and not np.all(np.isfinite(row)):
+            errors.append(
+                ComponentError(
+                    plugin=resolved.plugin,
+                    hook="Metric.statistics",
+                    component=resolved.name,
+                    message=f"metric {resolved.name!r} returned non-finite statistics {list(map(float, row))}",
+                    sample_id=item.sample.id,
+                )
+            )
+            row = None
+        cleaned.append(row)
+    return cleaned
+
+
+def _non_finite_values(values: np.ndarray, items: Sequence[Item], resolved: ResolvedMetric) -> list[ComponentError]:
+    return [
+        ComponentError(
+            plugin=resolved.plugin,
+            hook="Metric.sample_scores",
+            component=resolved.name,
+            message=f"metric {resolved.name!r} returned a non-finite score ({float(value)})",
+            sample_id=item.sample.id,
+        )
+        for item, value in zip(items, values)
+        if not math.isfinite(float(value))
+    ]
+
+
+def _corpus_error(resolved: ResolvedMetric, hook: str, message: str, trace: str = "") -> ComponentError:
+    return ComponentError(
+        plugin=resolved.plugin, hook=hook, component=resolved.name, message=message, traceback=trace
+    )
 
 
 def check_issue(issue: Any, output: str) -> str | None:

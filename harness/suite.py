@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import importlib.resources
 import json
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,7 +243,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
     against the registry, by `harness.scoring.resolve_components`."""
     path = find_suite(name_or_path).resolve()
     text = path.read_bytes()
-    config = parse_suite_config(text.decode("utf-8", errors="replace"), path)
+    config = parse_suite_config(decode_utf8(text, path), path)
     data_path = (path.parent / config.data).resolve()
     if not data_path.is_file():
         raise ConfigError(f"{path}: 'data' names {config.data!r}, but {data_path} does not exist")
@@ -283,21 +284,31 @@ def load_suite(name_or_path: str | Path) -> Suite:
 
 def parse_suite_config(text: str, path: Path) -> SuiteConfig:
     """Parse and validate suite YAML; errors give file, line, field and a fix."""
+    config = parse_yaml_model(text, path, SuiteConfig, "suite")
+    assert isinstance(config, SuiteConfig)
+    return config
+
+
+def parse_yaml_model(text: str, path: Path, model: type[BaseModel], what: str) -> BaseModel:
+    """YAML text validated by `model` (a suite, a price table); errors are one line with
+    file, line and field."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{where}: not valid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a suite file must be a YAML mapping (name: ..., data: ...)")
+        raise ConfigError(f"{path}: a {what} file must be a YAML mapping of fields")
     lines = _line_index(root)
     try:
-        return SuiteConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe_validation_error(exc, path, lines, SuiteConfig)) from None
+        raise ConfigError(_describe_validation_error(exc, path, lines, model, what)) from None
 
 
 def _line_index(node: yaml.Node | None, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
@@ -318,7 +329,11 @@ def _line_index(node: yaml.Node | None, path: tuple[Any, ...] = ()) -> dict[tupl
 
 
 def _describe_validation_error(
-    exc: ValidationError, path: Path, lines: Mapping[tuple[Any, ...], int], model: type[BaseModel]
+    exc: ValidationError,
+    path: Path,
+    lines: Mapping[tuple[Any, ...], int],
+    model: type[BaseModel],
+    what: str = "suite",
 ) -> str:
     error = exc.errors()[0]
     loc = tuple(error["loc"])
@@ -339,7 +354,7 @@ def _describe_validation_error(
     elif error["type"] == "missing":
         message = "required field is missing; add it"
     more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
-    return f"{where}: {field or 'suite'}: {message}{more}"
+    return f"{where}: {field or what}: {message}{more}"
 
 
 def _allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -362,37 +377,67 @@ def _allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return sorted(getattr(current, "model_fields", {}))
 
 
-def _open_text(path: Path) -> Any:
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open(encoding="utf-8")
+def decode_utf8(data: bytes, path: Path, first_line: int = 1) -> str:
+    """Text of a suite or data file; bytes that are not UTF-8 are refused, not replaced
+    (replacement characters would run with mangled text)."""
+    try:
+        return data.decode("utf-8-sig" if first_line == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        line = first_line + data.count(b"\n", 0, exc.start)
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(
+            f"{path}:{line}: byte 0x{data[exc.start]:02x} at column {column} is not UTF-8; "
+            "save the file as UTF-8"
+        ) from None
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a text or gzip-compressed file; a file that cannot be read
+    or decompressed is one line naming it."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    line_no = 0
+    try:
+        with opener(path, "rb") as handle:
+            for line_no, raw in enumerate(handle, start=1):
+                yield line_no, decode_utf8(raw, path, line_no)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        where = f"{path}:{line_no + 1}" if line_no else str(path)
+        raise ConfigError(
+            f"{where}: not a readable gzip file ({exc or type(exc).__name__}); "
+            "compress it again with gzip, or drop the .gz suffix if it is plain text"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory, not a JSONL file") from None
+    except PermissionError:
+        raise ConfigError(f"{path} cannot be read (permission denied)") from None
 
 
 def read_jsonl(path: Path, model: type[BaseModel]) -> Iterator[tuple[int, Any]]:
     """(line number, validated row) for every non-blank line; errors give file and line."""
-    with _open_text(path) as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{line_no}: not valid JSON: {exc.msg}") from None
-            if not isinstance(raw, dict):
-                raise ConfigError(f"{path}:{line_no}: each line must be a JSON object")
-            try:
-                yield line_no, model.model_validate(raw)
-            except ValidationError as exc:
-                error = exc.errors()[0]
-                field = ".".join(str(p) for p in error["loc"])
-                message = error["msg"].removeprefix("Value error, ")
-                if error["type"] == "missing":
-                    message = "required field is missing"
-                elif error["type"] == "extra_forbidden":
-                    allowed = sorted(model.model_fields)
-                    message = f"unknown field.{did_you_mean(field, allowed)} Allowed: {', '.join(allowed)}"
-                prefix = f"field {field!r}: " if field else ""
-                raise ConfigError(f"{path}:{line_no}: {prefix}{message}") from None
+    for line_no, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{line_no}: not valid JSON: {exc.msg}") from None
+        except RecursionError:
+            raise ConfigError(f"{path}:{line_no}: JSON nested too deeply") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}:{line_no}: each line must be a JSON object")
+        try:
+            yield line_no, model.model_validate(raw)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = ".".join(str(p) for p in error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "missing":
+                message = "required field is missing"
+            elif error["type"] == "extra_forbidden":
+                allowed = sorted(model.model_fields)
+                message = f"unknown field.{did_you_mean(field, allowed)} Allowed: {', '.join(allowed)}"
+            prefix = f"field {field!r}: " if field else ""
+            raise ConfigError(f"{path}:{line_no}: {prefix}{message}") from None
 
 
 def read_training_rows(path: Path) -> list[TrainingExample]:

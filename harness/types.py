@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt
 
 FinishReason = Literal["eos", "stop", "length"]
 
@@ -43,12 +43,18 @@ class Sample:
         return self.references[0] if self.references else ""
 
 
+MAX_NEW_TOKENS = 1 << 20
+"""No model has a longer context; the model's own context bounds it further."""
+
+
 class GenerationConfig(BaseModel):
     """Decoding parameters. Everything here changes outputs, so all of it is in the cache key."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_new_tokens: PositiveInt = 64
+    max_new_tokens: int = Field(
+        64, ge=1, le=MAX_NEW_TOKENS, description="Bounded again by the model's context when it loads."
+    )
     temperature: NonNegativeFloat = Field(0.0, description="0 means greedy decoding.")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: NonNegativeInt = Field(0, description="0 disables top-k filtering.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -30,7 +31,8 @@ def test_migrations_are_numbered_and_applied_once(tmp_path: Path) -> None:
 
 def test_a_store_from_a_newer_harness_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "s.duckdb"
-    Store.writer(path).close()
+    with Store.writer(path) as store:
+        store.scalar("SELECT 1")  # a new store is created on first use
     con = duckdb.connect(str(path))
     con.execute("INSERT INTO schema_migrations VALUES (999, 'future', now())")
     con.close()
@@ -75,6 +77,7 @@ HOLDER = textwrap.dedent(
     import sys, time
     from harness.store import Store
     store = Store.writer(sys.argv[1])
+    store.scalar("SELECT 1")  # a new store is created (and locked) on first use
     print("ready", flush=True)
     time.sleep(30)
     """
@@ -133,3 +136,22 @@ def test_connections_are_short_so_readers_interleave(tmp_path: Path) -> None:
         with Store.reader(path) as reader:
             assert reader.scalar("SELECT count(*) FROM t") == 0
         assert time.perf_counter() - started < 5
+
+
+def test_the_lock_file_names_the_holder_but_never_its_arguments(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    secret = "sk-do-not-keep-me"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path), "--api-key", secret], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        lock = json.loads(path.with_name(path.name + ".lock").read_text())
+        assert set(lock) == {"pid", "host", "command", "since"} and lock["pid"] == holder.pid
+        with pytest.raises(StoreLockedError) as info:
+            Store.writer(path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert secret not in json.dumps(lock) and secret not in str(info.value)
+    assert f"PID {holder.pid}" in str(info.value)

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from harness.cli.common import CONTEXT_SETTINGS, CliState, pass_state
 from harness.cli.eval_commands import parse_options
+from harness.cli.params import NON_NEGATIVE
 
 
 @click.command("clusters", context_settings=CONTEXT_SETTINGS)
@@ -22,7 +23,7 @@ from harness.cli.eval_commands import parse_options
 @click.option("-c", "--clusterer-arg", "clusterer_args", multiple=True, metavar="KEY=VALUE", help="Clusterer argument, e.g. min_cluster_size=8.")
 @click.option("--previous", type=int, help="Match against this clustering id (e.g. the last iteration's).")
 @click.option("--recluster", is_flag=True, help="Cluster again even if the run already has clusters.")
-@click.option("--examples", default=2, show_default=True, help="Examples shown per cluster.")
+@click.option("--examples", default=2, show_default=True, type=NON_NEGATIVE, help="Examples shown per cluster.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @pass_state
 def clusters_command(

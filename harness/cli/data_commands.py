@@ -11,6 +11,7 @@ import click
 from rich.table import Table
 
 from harness.cli.common import CONTEXT_SETTINGS, CliState, pass_state
+from harness.cli.params import OUTPUT_FILE, SEED
 
 
 @click.group("data", context_settings=CONTEXT_SETTINGS)
@@ -104,7 +105,7 @@ def clustering_options(fn: Any) -> Any:
     metavar="KEY=VALUE",
     help="Argument of the source, repeatable (pool: path, candidate_factor, ranking, ...).",
 )
-@click.option("--seed", default=0, show_default=True, help="Seed of every random choice.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every random choice.")
 @click.option(
     "--against",
     "suites_against",
@@ -113,7 +114,7 @@ def clustering_options(fn: Any) -> Any:
     help="Eval suite to decontaminate against, repeatable (default: the run's suite and every built-in suite).",
 )
 @click.option(
-    "--output", type=click.Path(dir_okay=False, path_type=Path), help="Where to write the dataset JSONL."
+    "--output", type=OUTPUT_FILE, help="Where to write the dataset JSONL."
 )
 @clustering_options
 @pass_state
@@ -201,7 +202,7 @@ def add_command(
 @click.option("--format", "format_", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
 @click.option(
     "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OUTPUT_FILE,
     help="File to write (default: ./run<RUN>-cluster<K>.<format>).",
 )
 @clustering_options
@@ -256,7 +257,7 @@ def export_command(
     help="Eval suite to decontaminate against (repeatable).",
 )
 @click.option(
-    "--output", type=click.Path(dir_okay=False, path_type=Path), help="Where to write the dataset JSONL."
+    "--output", type=OUTPUT_FILE, help="Where to write the dataset JSONL."
 )
 @pass_state
 def import_command(

@@ -12,7 +12,9 @@ import yaml
 from rich.table import Table
 
 from harness.cli.common import CONTEXT_SETTINGS, CliState, pass_state
+from harness.cli.params import COUNT, SEED
 from harness.errors import ConfigError
+from harness.types import MAX_NEW_TOKENS
 
 
 def parse_options(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
@@ -95,8 +97,12 @@ def ray_executor(plugins: Any, use_ray: bool, address: str | None, workers: int 
 @click.argument("suite")
 @model_options
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N samples.")
-@click.option("--seed", type=int, help="Override the suite's generation seed.")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), help="Override the suite's max_new_tokens.")
+@click.option("--seed", type=SEED, help="Override the suite's generation seed.")
+@click.option(
+    "--max-new-tokens",
+    type=click.IntRange(min=1, max=MAX_NEW_TOKENS),
+    help="Override the suite's max_new_tokens (at most the model's context).",
+)
 @click.option("--label", help="A note stored with the run (shown by `harness runs`).")
 @click.option("--new", "new_run", is_flag=True, help="Start a new run even if an identical one was interrupted.")
 @click.option(
@@ -201,7 +207,7 @@ def eval_command(
 
 @click.command("runs", context_settings=CONTEXT_SETTINGS)
 @click.option("--suite", help="Only runs of this suite.")
-@click.option("-n", "--limit", default=20, show_default=True, help="How many runs (newest first).")
+@click.option("-n", "--limit", default=20, show_default=True, type=COUNT, help="How many runs (newest first).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @pass_state
 def runs_command(state: CliState, suite: str | None, limit: int, as_json: bool) -> None:

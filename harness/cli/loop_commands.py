@@ -8,6 +8,7 @@ import click
 
 from harness.cli.common import CONTEXT_SETTINGS, CliState, pass_state
 from harness.cli.eval_commands import parse_options
+from harness.cli.params import OUTPUT_DIR, SEED, SIGNIFICANCE
 
 
 @click.command("loop", context_settings=CONTEXT_SETTINGS)
@@ -30,11 +31,11 @@ from harness.cli.eval_commands import parse_options
 @click.option("--clusterer", default="agglomerative", show_default=True, help="agglomerative or hdbscan.")
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N samples of the suite.")
 @click.option("--guard-limit", type=click.IntRange(min=1), help="Evaluate only the first N samples of the guard suite.")
-@click.option("--alpha", default=0.05, show_default=True, help="Significance level of the decisions.")
-@click.option("--seed", default=0, show_default=True, help="Seeds data selection, training and sampling.")
+@click.option("--alpha", default=0.05, show_default=True, type=SIGNIFICANCE, help="Significance level of the decisions.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seeds data selection, training and sampling.")
 @click.option("--prices", type=click.Path(dir_okay=False, path_type=Path), envvar="HARNESS_PRICES",
               help="Price table for cost estimates (see harness/prices.yaml).")
-@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), help="Where checkpoints go (default: beside the store).")
+@click.option("--output-dir", type=OUTPUT_DIR, help="Where checkpoints go (default: beside the store).")
 @click.option("--report/--no-report", default=True, show_default=True, help="Print the loop's history at the end.")
 @pass_state
 def loop_command(

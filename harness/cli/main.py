@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,28 @@ from harness.errors import HarnessError
 
 
 class HarnessGroup(click.Group):
-    """Turns HarnessError into one clear line and exit code 2."""
+    """Turns HarnessError, and click's own usage errors, into one clear line and exit code 2."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as exc:
+            # click prints the usage line, a hint and the error on three lines; one is enough.
+            command = exc.ctx.command_path if exc.ctx else "harness"
+            Console(stderr=True, highlight=False).print(
+                f"[bold red]error:[/] {exc.format_message()} (see `{command} -h`)", soft_wrap=True
+            )
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        # Without standalone mode click returns the exit code of ctx.exit() instead of exiting.
+        sys.exit(result if isinstance(result, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.cli.common import CONTEXT_SETTINGS, CliState, pass_state
+from harness.cli.params import SEED, OutputPath
 
 FORMAT_CHOICES = ("terminal", "html", "markdown", "json")
 
@@ -24,7 +25,7 @@ def output_options(fn: Any) -> Any:
         "--output",
         "-O",
         "output",
-        type=click.Path(path_type=Path, allow_dash=True),
+        type=OutputPath(dir_okay=True, allow_dash=True),
         default=None,
         help="File or directory to write; '-' for standard output. Files go to "
         "./harness-reports/ when --format is not terminal and no --output is given.",
@@ -125,7 +126,7 @@ def show_command(
     help="Bootstrap resamples.",
 )
 @click.option(
-    "--seed", default=12345, show_default=True, help="Bootstrap seed (12345 is sacrebleu's)."
+    "--seed", default=12345, show_default=True, type=SEED, help="Bootstrap seed (12345 is sacrebleu's)."
 )
 @click.option(
     "--flips",

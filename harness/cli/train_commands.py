@@ -16,6 +16,7 @@ import click
 
 from harness.cli.common import CONTEXT_SETTINGS, CliState, pass_state
 from harness.cli.eval_commands import parse_options
+from harness.cli.params import OUTPUT_DIR
 from harness.errors import ConfigError, HarnessError, NotFoundError
 from harness.types import ModelSpec, TrainingExample
 
@@ -70,7 +71,7 @@ class _Start:
 @click.option(
     "--output",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=OUTPUT_DIR,
     help="Directory for the trained checkpoint (and the resumable checkpoints on the way).",
 )
 @click.option(

@@ -25,11 +25,27 @@ from typing import IO, Any
 import duckdb
 import pyarrow as pa
 
-from harness.errors import HarnessError, NotFoundError, StoreLockedError
+from harness.errors import (
+    ConfigError,
+    HarnessError,
+    NotFoundError,
+    StoreDamagedError,
+    StoreLockedError,
+    StorePermissionError,
+)
 
 DEFAULT_STORE = Path(".harness") / "harness.duckdb"
 ENV_STORE = "HARNESS_STORE"
 _LOCK_RETRY_S = 15.0
+
+SANDBOX_CONFIG: dict[str, Any] = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "lock_configuration": True,
+}
+"""DuckDB settings of the connection that runs user-typed SQL (`Store.sandbox`)."""
 
 
 def default_store_path() -> Path:
@@ -64,6 +80,10 @@ class Store:
         self._lock_handle: IO[str] | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
         self._depth = 0
+        self._prepared = read_only
+        self.lock_wait_s = 0.0
+        """Seconds this store has waited for other processes to let go of the file."""
+        self.longest_lock_wait_s = 0.0
 
     # -- opening --------------------------------------------------------------
 
@@ -71,13 +91,10 @@ class Store:
     def writer(cls, path: str | Path | None = None) -> Store:
         """Open for writing: take the writer lock and bring the schema up to date."""
         store = cls(Path(path) if path else default_store_path(), read_only=False)
-        store.path.parent.mkdir(parents=True, exist_ok=True)
-        store._acquire_writer_lock()
-        try:
-            store._migrate()
-        except BaseException:
-            store.close()
-            raise
+        if store.path.exists():
+            store._prepare_for_writing()
+        # A new store is created on first use, so that a command refused for a bad
+        # argument leaves no empty store (nor its folder) behind.
         return store
 
     @classmethod
@@ -100,6 +117,21 @@ class Store:
                    else "run any writing command (e.g. `harness eval`) once to upgrade it")
             )
         return store
+
+    def _prepare_for_writing(self) -> None:
+        """Create the folder, take the writer lock, bring the schema up to date."""
+        _check_writable(self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._acquire_writer_lock()
+        except PermissionError:
+            raise StorePermissionError(_unwritable(self.path.parent)) from None
+        self._prepared = True
+        try:
+            self._migrate()
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         if self._con is not None:
@@ -141,7 +173,7 @@ class Store:
                 {
                     "pid": os.getpid(),
                     "host": socket.gethostname(),
-                    "command": " ".join(sys.argv),
+                    "command": _command_name(),
                     "since": datetime.now(UTC).isoformat(timespec="seconds"),
                 }
             )
@@ -157,6 +189,8 @@ class Store:
 
         DuckDB allows one read-write process or several readers on a file; both sides
         hold the file only briefly, so a conflict is retried for a few seconds."""
+        if not self._prepared:
+            self._prepare_for_writing()
         if self._con is not None:
             self._depth += 1
             try:
@@ -164,22 +198,34 @@ class Store:
             finally:
                 self._depth -= 1
             return
-        deadline = time.monotonic() + _LOCK_RETRY_S
-        delay = 0.02
-        while True:
-            try:
-                self._con = duckdb.connect(str(self.path), read_only=self.read_only)
-                break
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                    raise StoreLockedError(_explain_duckdb_lock(self.path, exc)) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
+        self._con = self._open()
         try:
             yield self._con
         finally:
             self._con.close()
             self._con = None
+
+    def _open(self, config: Mapping[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
+        """A new DuckDB connection; another process's file lock is waited out briefly."""
+        started = time.monotonic()
+        deadline = started + _LOCK_RETRY_S
+        delay = 0.02
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=self.read_only, config=dict(config or {}))
+                waited = time.monotonic() - started
+                self.lock_wait_s += waited
+                self.longest_lock_wait_s = max(self.longest_lock_wait_s, waited)
+                return con
+            except duckdb.IOException as exc:
+                if not _is_lock_conflict(exc):
+                    raise _explain_open_error(self.path, exc) from None
+                if time.monotonic() > deadline:
+                    raise StoreLockedError(_explain_duckdb_lock(self.path, exc)) from None
+                time.sleep(delay)
+                # A writer polls often, so that a reader's query delays it by little more
+                # than the query; readers back off further.
+                delay = min(delay * 2, 0.5 if self.read_only else 0.05)
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -206,6 +252,24 @@ class Store:
         with self.connect() as con:
             relation = con.sql(sql, params=params) if params is not None else con.sql(sql)
             return fetch_arrow(relation)
+
+    @contextmanager
+    def sandbox(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for SQL the user typed: read-only, no file system, settings locked.
+
+        DuckDB itself enforces it (`enable_external_access=false` refuses COPY TO,
+        ATTACH, EXPORT, INSTALL/LOAD and every file-reading or file-writing table
+        function; `lock_configuration=true` refuses `SET` back), so no parsing of ours
+        stands between a query and the store file."""
+        if not self.read_only:
+            raise RuntimeError("the SQL sandbox opens only a store opened read-only")
+        if self._con is not None:
+            raise RuntimeError("close the store's connection before opening the SQL sandbox")
+        con = self._open(config=SANDBOX_CONFIG)
+        try:
+            yield con
+        finally:
+            con.close()
 
     def scalar(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> Any:
         with self.connect() as con:
@@ -279,6 +343,17 @@ def _current_version(con: duckdb.DuckDBPyConnection) -> int:
     return int(row[0]) if row else 0
 
 
+def _command_name() -> str:
+    """What the lock file says is writing: the command's name, never its arguments
+    (they may hold a key typed on the command line)."""
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        return ctx.command_path
+    return Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+
+
 def _describe_holder(raw: str) -> str:
     try:
         info = json.loads(raw)
@@ -289,15 +364,70 @@ def _describe_holder(raw: str) -> str:
         return "another process"
 
 
+def _check_writable(path: Path) -> None:
+    """Tell a store that cannot be written from one that is locked, before touching it."""
+    if path.is_dir():
+        raise ConfigError(f"store {path} is a directory; give a file path with --store (or ${ENV_STORE})")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise StorePermissionError(
+                f"store {path} is read-only (file permissions); make it writable "
+                f"(chmod u+w {path}) or write to another store with --store"
+            )
+        if not os.access(path.parent, os.W_OK):  # the lock file and DuckDB's WAL live beside it
+            raise StorePermissionError(_unwritable(path.parent))
+        return
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"store {path}: {ancestor} is a file, not a folder; give another --store")
+    if not os.access(ancestor, os.W_OK):
+        raise StorePermissionError(_unwritable(ancestor))
+
+
+def _unwritable(folder: Path) -> str:
+    return (
+        f"cannot write in {folder} (permission denied): the store, its lock file and its "
+        "journal need a writable folder; choose another with --store (or "
+        f"${ENV_STORE})"
+    )
+
+
+_DAMAGED = ("not a valid duckdb database", "could not read enough bytes", "corrupt", "checksum")
+
+
+def _is_lock_conflict(exc: Exception) -> bool:
+    return "could not set lock" in str(exc).lower() or "conflicting lock" in str(exc).lower()
+
+
+def _explain_open_error(path: Path, exc: Exception) -> HarnessError | Exception:
+    """One line for a store DuckDB cannot open; an error we do not recognise stays a bug."""
+    text = str(exc)
+    first = (text.strip().splitlines() or [type(exc).__name__])[0]
+    lowered = text.lower()
+    if "permission denied" in lowered:
+        return StorePermissionError(
+            f"store {path} cannot be opened (permission denied); fix its permissions or use "
+            "another store with --store"
+        )
+    if any(marker in lowered for marker in _DAMAGED):
+        return StoreDamagedError(
+            f"store {path} is damaged or not a DuckDB file ({first.removeprefix('IO Error: ')}); "
+            "restore it from a copy, or move it away and use another store with --store"
+        )
+    return exc
+
+
 def _explain_duckdb_lock(path: Path, exc: Exception) -> str:
     match = re.search(r"PID (\d+)", str(exc))
     holder = "another process"
     if match:
         pid = match.group(1)
         holder = f"PID {pid}"
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-            holder += f" (`{cmd}`)"
+        try:  # the program's name only: its arguments may hold secrets
+            name = Path(f"/proc/{pid}/comm").read_text(encoding="utf-8", errors="replace").strip()
+            holder += f" (`{name}`)"
         except OSError:
             pass
     return (

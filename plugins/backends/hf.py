@@ -30,6 +30,8 @@ from harness import (
     GenerationConfig,
     ModelSpec,
     Progress,
+    check_adapter_dir,
+    check_model_dir,
     checkpoint_content_hash,
     checkpoint_hash,
     hookimpl,
@@ -93,12 +95,13 @@ class HFBackend(Backend):
             raise ConfigError(
                 f"{self.model_dir} is a peft adapter, not a model; use --model BASE --adapter {self.model_dir}"
             )
-        if not opts.allow_pickle and not any(self.model_dir.glob("*.safetensors")):
-            raise ConfigError(
-                f"{self.model_dir} has no .safetensors weights; pickle weights (.bin) can run code "
-                "when loaded. Convert the checkpoint, or pass -o allow_pickle=true if you trust it"
-            )
+        # Checked here, before the run is recorded: a checkpoint that cannot load is one line.
+        check_model_dir(
+            self.model_dir, allow_pickle=opts.allow_pickle, trust_remote_code=opts.trust_remote_code
+        )
         self.adapter_dir = resolve_adapter_dir(spec.adapter) if spec.adapter else None
+        if self.adapter_dir is not None:
+            check_adapter_dir(self.adapter_dir, self.model_dir, allow_pickle=opts.allow_pickle)
         self.device = _pick_device(opts.device)
         self.dtype = _pick_dtype(opts.dtype, self.device)
         self._model_hash = checkpoint_content_hash(self.model_dir)
@@ -179,6 +182,12 @@ class HFBackend(Backend):
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": str(self.device),
         }
+
+    @property
+    def context_length(self) -> int | None:
+        config = json.loads((self.model_dir / "config.json").read_text())
+        value = config.get("max_position_embeddings") or config.get("n_positions")
+        return int(value) if isinstance(value, int) and value > 0 else None
 
     def chat_template(self) -> Callable[[list[dict[str, str]]], str] | None:
         if not getattr(self.tokenizer, "chat_template", None):

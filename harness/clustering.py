@@ -129,11 +129,11 @@ def cluster_failures(
     order = {old: new for new, (old, _) in enumerate(sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0])))}
     labels = np.array([order.get(int(label), UNCLUSTERED) for label in labels])
     groups = sorted(set(labels.tolist()), key=lambda c: (c == UNCLUSTERED, c))
-    terms = _distinctive_terms([[failures[i] for i in np.flatnonzero(labels == g)] for g in groups])
+    terms = _distinctive_terms([[failures[int(i)] for i in np.flatnonzero(labels == g)] for g in groups])
     clusters = []
     for group, top_terms in zip(groups, terms):
         index = np.flatnonzero(labels == group)
-        members = [failures[i] for i in index]
+        members = [failures[int(i)] for i in index]
         centre = features[index].mean(axis=0)
         distances = np.linalg.norm(features[index] - centre, axis=1)
         nearest = [members[i].sample.id for i in np.argsort(distances, kind="stable")[:n_examples]]
@@ -276,7 +276,7 @@ def save_clustering(
 ) -> int:
     """Store clusters, members and changes in one transaction; returns the clustering id."""
     with store.transaction() as con:
-        clustering_id = con.execute(
+        inserted = con.execute(
             "INSERT INTO clusterings (run_id, featurizer, featurizer_args, clusterer, clusterer_args, "
             "n_failures, n_clusters, unclustered, previous_clustering, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING clustering_id",
@@ -292,7 +292,9 @@ def save_clustering(
                 previous_clustering,
                 utcnow(),
             ],
-        ).fetchone()[0]
+        ).fetchone()
+        assert inserted is not None  # RETURNING gives the inserted row
+        clustering_id = inserted[0]
         n = len(clusters)
         insert(
             con,

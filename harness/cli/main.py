@@ -18,10 +18,11 @@ class HarnessGroup(click.Group):
     """Turns HarnessError, and click's own usage errors, into one clear line and exit code 2."""
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        group_main: Any = super().main  # click's overloads do not cover forwarding *args
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return group_main(*args, standalone_mode=False, **kwargs)
         try:
-            result = super().main(*args, standalone_mode=False, **kwargs)
+            result = group_main(*args, standalone_mode=False, **kwargs)
         except click.UsageError as exc:
             # click prints the usage line, a hint and the error on three lines; one is enough.
             command = exc.ctx.command_path if exc.ctx else "harness"

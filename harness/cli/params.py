@@ -36,7 +36,7 @@ class OutputPath(click.Path):
         converted = super().convert(value, param, ctx)
         if self.allow_dash and str(converted) == "-":
             return converted
-        path = Path(converted)
+        path = Path(os.fsdecode(converted))
         if path.exists():
             if not os.access(path, os.W_OK):
                 self.fail(f"{path} is not writable (permission denied)", param, ctx)

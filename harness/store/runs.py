@@ -30,9 +30,11 @@ def create_run(
         columns = {k: _jsonable(v) for k, v in header.items()}
         names = ", ".join(columns)
         marks = ", ".join("?" for _ in columns)
-        run_id = con.execute(
+        row = con.execute(
             f"INSERT INTO runs ({names}) VALUES ({marks}) RETURNING run_id", list(columns.values())
-        ).fetchone()[0]
+        ).fetchone()
+        assert row is not None  # RETURNING gives the inserted row
+        run_id = row[0]
         insert(
             con,
             "samples",

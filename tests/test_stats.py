@@ -219,3 +219,56 @@ def test_minimum_detectable_effect_shrinks_like_one_over_root_n() -> None:
 
     small, large = mde(200), mde(3200)
     assert large == pytest.approx(small / 4, rel=0.25)
+
+
+def test_cluster_labels_number_groups_in_order_and_keep_ungrouped_samples_alone() -> None:
+    from harness.stats import cluster_labels
+
+    labels = cluster_labels(["q1", None, "q2", "q1", None, "q2"])
+    assert labels.tolist() == [0, 1, 2, 0, 3, 2]
+
+
+def test_singleton_clusters_draw_exactly_as_the_plain_bootstrap() -> None:
+    rng = np.random.default_rng(3)
+    a = np.column_stack([rng.random(40), np.ones(40)])
+    b = np.column_stack([rng.random(40) + 0.1, np.ones(40)])
+    plain = paired_bootstrap(a, b, mean_from_statistics, seed=5)
+    alone = paired_bootstrap(a, b, mean_from_statistics, seed=5, clusters=np.arange(40))
+    assert (plain.ci_low, plain.ci_high, plain.p_value) == (alone.ci_low, alone.ci_high, alone.p_value)
+    assert plain.clusters is None and plain.resampled == "samples"
+    assert bootstrap_ci(a, mean_from_statistics) == bootstrap_ci(a, mean_from_statistics, clusters=np.arange(40))
+
+
+def test_clustered_intervals_are_wider_for_correlated_samples() -> None:
+    """Ten copies of each of 20 items: resampling samples thinks there are 200 independent
+    ones, resampling the 20 clusters knows there are 20."""
+    rng = np.random.default_rng(0)
+    values = np.repeat(rng.random(20), 10)
+    stats = np.column_stack([values, np.ones(200)])
+    labels = np.repeat(np.arange(20), 10)
+    low, high = bootstrap_ci(stats, mean_from_statistics)
+    clow, chigh = bootstrap_ci(stats, mean_from_statistics, clusters=labels)
+    assert (chigh - clow) > 2.5 * (high - low)
+    shifted = np.column_stack([values + rng.normal(0, 0.05, 20).repeat(10), np.ones(200)])
+    test = paired_bootstrap(stats, shifted, mean_from_statistics, clusters=labels)
+    assert test.clusters == 20 and test.resampled == "20 clusters" and test.n == 200
+
+
+def test_holm_matches_the_step_down_definition() -> None:
+    from harness.stats import holm
+
+    # Holm (1979): sorted p (0.01, 0.02, 0.04) times (3, 2, 1), running maximum.
+    assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])
+    assert holm([]) == []
+
+
+def test_single_run_mde_is_the_independent_pairs_bound() -> None:
+    from harness.stats import single_run_mde
+
+    rng = np.random.default_rng(1)
+    values = rng.random(400)
+    stats = np.column_stack([values, np.ones(400)])
+    se = values.std(ddof=1) / np.sqrt(400)
+    z = scipy_stats.norm.ppf(0.975) + scipy_stats.norm.ppf(0.8)
+    assert single_run_mde(stats, mean_from_statistics) == pytest.approx(z * np.sqrt(2) * se, rel=0.1)

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from harness.components import Detector, Metric, Needs
 from harness.registry import Registry
-from harness.stats import bootstrap_ci
+from harness.stats import bootstrap_ci, cluster_labels, sample_cluster_key
 from harness.suite import DetectorConfig, MetricConfig, Suite, validate_args
 from harness.types import Issue, Item
 
@@ -178,7 +178,10 @@ def score_metric(
     confidence: float = 0.95,
     resamples: int = 1000,
     seed: int = 0,
+    cluster_by: str | None = None,
 ) -> tuple[MetricOutcome, list[ComponentError]]:
+    """A metric over the items, with a bootstrap interval that resamples the suite's
+    clusters (`cluster_by`, see `harness.stats.sample_cluster_key`) when it has any."""
     metric, args = resolved.metric, resolved.args
 
     def stats_of(batch: Sequence[Item]) -> np.ndarray:
@@ -195,7 +198,12 @@ def score_metric(
     if len(kept):
         values = np.asarray(metric.sample_scores(stats, args), dtype=float).reshape(len(kept))
         corpus = float(score(stats.sum(axis=0)))
-        low, high = bootstrap_ci(stats, score, confidence=confidence, resamples=resamples, seed=seed)
+        clusters = cluster_labels(
+            [sample_cluster_key(cluster_by, i.sample.group, i.sample.tags, i.sample.metadata) for i, _ in kept]
+        )
+        low, high = bootstrap_ci(
+            stats, score, confidence=confidence, resamples=resamples, seed=seed, clusters=clusters
+        )
     else:
         values, corpus, low, high = np.zeros(0), float("nan"), float("nan"), float("nan")
     outcome = MetricOutcome(
@@ -271,12 +279,13 @@ def score_items(
     confidence: float = 0.95,
     resamples: int = 1000,
     seed: int = 0,
+    cluster_by: str | None = None,
 ) -> ScoringResult:
     """Every metric and detector over every item, and the failing samples."""
     result = ScoringResult()
     for resolved in components.metrics:
         outcome, errors = score_metric(
-            resolved, items, confidence=confidence, resamples=resamples, seed=seed
+            resolved, items, confidence=confidence, resamples=resamples, seed=seed, cluster_by=cluster_by
         )
         result.metrics.append(outcome)
         result.errors.extend(errors)

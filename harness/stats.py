@@ -14,8 +14,10 @@ Evals"). When every sample is its own cluster this is the plain bootstrap, draw 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator, Sequence
+import json
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats as scipy_stats
@@ -44,6 +46,32 @@ def cluster_labels(keys: Sequence[Hashable | None]) -> np.ndarray:
         else:
             labels[i] = seen.setdefault(key, len(seen))
     return labels
+
+
+def sample_cluster_key(
+    cluster_by: str | None, group: str | None, tags: Sequence[str], metadata: Mapping[str, Any]
+) -> Hashable | None:
+    """The cluster a sample belongs to under a suite's `cluster_by` (None: its own).
+
+    Unset means `group`: paraphrase groups are the common reason samples are not
+    independent, and a suite without groups then resamples samples as before."""
+    rule = cluster_by or "group"
+    if rule == "none":
+        return None
+    if rule == "group":
+        return group
+    if rule.startswith("tag:"):
+        prefix = rule[4:]
+        return next((t for t in tags if t.startswith(prefix)), None)
+    if rule.startswith("metadata."):
+        value = metadata.get(rule[len("metadata."):]) if metadata else None
+        return None if value is None else json.dumps(value, sort_keys=True)
+    raise ValueError(f"cluster_by {cluster_by!r} is none of group, none, tag:PREFIX, metadata.FIELD")
+
+
+def describe_clustering(cluster_by: str | None) -> str:
+    """How samples were grouped, in words: 'by group', 'by tag:tmpl-', ..."""
+    return "by " + (cluster_by or "group")
 
 
 def cluster_totals(stats: np.ndarray, clusters: np.ndarray | None) -> np.ndarray:
@@ -149,6 +177,18 @@ class PairedTest:
     n: int
     clusters: int | None = None
     """How many clusters were resampled; None: samples were resampled one by one."""
+    p_interval: float | None = None
+    """The bootstrap's percentile p-value: twice the share of resampled differences on
+    the far side of 0 (p < alpha exactly when the 1 - alpha interval excludes 0)."""
+
+    @property
+    def decision_p(self) -> float:
+        """The p-value decisions use (and Holm adjusts): for the bootstrap the larger of
+        sacrebleu's p and the percentile p, so that a decision needs both, as
+        `MetricComparison.significant` always has; McNemar's exact p otherwise."""
+        if self.p_interval is None:
+            return self.p_value
+        return max(self.p_value, self.p_interval)
 
     @property
     def resampled(self) -> str:
@@ -217,8 +257,17 @@ def paired_bootstrap(
     low, high = np.quantile(diffs, [alpha, 1 - alpha]) if len(diffs) else (float("nan"),) * 2
     return PairedTest(
         "paired bootstrap", score_a, score_b, observed, p_value, float(low), float(high),
-        bootstrap_mde(diffs, boot_a), n, clustered,
+        bootstrap_mde(diffs, boot_a), n, clustered, percentile_p(diffs) if p_value < 1.0 else 1.0,
     )
+
+
+def percentile_p(diffs: np.ndarray) -> float:
+    """Two-sided percentile-bootstrap p-value of 'no difference'."""
+    if not len(diffs):
+        return 1.0
+    below = float(np.mean(diffs <= 0))
+    above = float(np.mean(diffs >= 0))
+    return min(1.0, 2 * min(below, above))
 
 
 def _small_sample_corrected(draws: np.ndarray, groups: int) -> np.ndarray:

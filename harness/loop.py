@@ -7,11 +7,15 @@ the training run that made its checkpoint, and the decision taken with its reaso
 Every step is recorded as it finishes, so an interrupted loop resumes at the step it
 was in (training resumes from its own checkpoints).
 
-Decisions compare the new checkpoint with the last accepted one using paired tests:
-  rollback    the suite's main metric or the guard suite's got significantly worse
-  target_met  the suite's main metric reached the suite's target
-  no_gain     no significant improvement of the main metric: stop, keep the last
-  continue    significantly better: keep it and go on (until the iterations run out)
+Decisions compare the new checkpoint with the last accepted one using paired tests
+(clusters of grouped samples resampled together, Holm across the tests; see `decide`):
+  rollback      the suite's main metric got significantly worse, or a guard metric is not
+                shown non-inferior within its margin (forgetting not ruled out)
+  target_met    the suite's main metric reached the suite's target
+  no_gain       no significant improvement, and a gain of the margin is ruled out: stop
+  underpowered  no significant improvement, but the suite is too small to rule out a gain
+                of the margin: stop, keep the last (a bigger suite could tell)
+  continue      significantly better: keep it and go on (until the iterations run out)
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from harness.progress import NullReporter, Reporter
 from harness.queries import Queries
 from harness.store import Store
 from harness.store.core import utcnow
-from harness.suite import Suite, load_suite, validate_args
+from harness.suite import Suite, load_suite, resolve_margin, validate_args
 from harness.training_runs import fail_training_run, finish_training_run, start_training_run
 from harness.types import ModelSpec
 
@@ -180,7 +184,7 @@ class _Loop:
             for i in range(1, self.config.iterations + 1) if not stop_reason else ():
                 result = self._iteration(loop_id, i)
                 results.append(result)
-                if result.decision in ("rollback", "no_gain", "target_met"):
+                if result.decision in STOPPING:
                     stop_reason = result.reason
                     break
             if not stop_reason:
@@ -282,7 +286,7 @@ class _Loop:
             work = self._eval_work(run_id, guard_id)
             self._update(
                 loop_id, 0, step="decided", decision=decision, reason=reason, accepted=True,
-                tokens_trained=0, tokens_evaluated=work.eval_input_tokens + work.eval_output_tokens,
+                decision_rule=DECISION_RULE, tokens_trained=0, tokens_evaluated=work.eval_input_tokens + work.eval_output_tokens,
                 cost=estimate(work, self.prices), finished_at=utcnow(),
             )
             self._notify(loop_id, 0)
@@ -319,7 +323,7 @@ class _Loop:
         work = Work(train_tokens=int(trained)) + self._eval_work(row["eval_run_id"], row["guard_run_id"])
         self._update(
             loop_id, i, step="decided", decision=decision, reason=reason, accepted=accepted,
-            comparison=comparison, tokens_trained=work.train_tokens,
+            decision_rule=DECISION_RULE, comparison=comparison, tokens_trained=work.train_tokens,
             tokens_evaluated=work.eval_input_tokens + work.eval_output_tokens,
             cost=estimate(work, self.prices), finished_at=utcnow(),
         )
@@ -447,28 +451,40 @@ class _Loop:
     def _decide(self, previous: Mapping[str, Any], row: Mapping[str, Any]) -> tuple[str, str, bool, dict[str, Any]]:
         main = self.suite.config.main
         suite_cmp = compare_runs(self.queries, previous["eval_run_id"], row["eval_run_id"],
-                                 resamples=self.config.resamples, seed=self.config.seed)
+                                 resamples=self.config.resamples, seed=self.config.seed,
+                                 cluster_by=self.suite.config.cluster_by)
         guard_cmp: list[MetricComparison] = []
         if self.guard is not None and previous.get("guard_run_id") and row.get("guard_run_id"):
             guard_cmp = compare_runs(self.queries, previous["guard_run_id"], row["guard_run_id"],
-                                     resamples=self.config.resamples, seed=self.config.seed)
+                                     resamples=self.config.resamples, seed=self.config.seed,
+                                     cluster_by=self.guard.config.cluster_by)
         guard_watch = set(self.config.guard_metrics or ([self.guard.config.main] if self.guard else []))
-        decision, reason = decide(
-            next(c for c in suite_cmp if c.metric == main),
-            [c for c in guard_cmp if c.metric in guard_watch],
+        main_cmp = next(c for c in suite_cmp if c.metric == main)
+        decision = decide(
+            main_cmp,
+            [GuardCheck(c, self._margin(self.guard, c)) for c in guard_cmp if c.metric in guard_watch],
             suite=self.suite.name,
             guard_suite=self.guard.name if self.guard else None,
             target=self._target(),
             alpha=self.config.alpha,
+            main_margin=self._margin(self.suite, main_cmp),
         )
         comparison = {
             "metrics": [_comparison_record(c) for c in suite_cmp],
             "guard": [_comparison_record(c) for c in guard_cmp],
+            "decision": decision.record,
             "clusters": self._cluster_progress(row),
             "issues": self._issue_counts(previous["eval_run_id"], row["eval_run_id"]),
         }
-        accepted = decision in ("continue", "target_met")
-        return decision, reason, accepted, comparison
+        accepted = decision.decision in ("continue", "target_met")
+        return decision.decision, decision.reason, accepted, comparison
+
+    @staticmethod
+    def _margin(suite: Suite | None, comparison: MetricComparison) -> float:
+        """The metric's margin in its units, against the earlier checkpoint's score."""
+        config = next((m for m in suite.config.metrics if m.name == comparison.metric), None) if suite else None
+        baseline = comparison.test.score_a if comparison.test is not None else 0.0
+        return resolve_margin(config.margin if config else None, baseline)
 
     def _cluster_progress(self, row: Mapping[str, Any]) -> list[dict[str, Any]]:
         """How many members of each targeted cluster still fail on the new checkpoint."""
@@ -536,42 +552,138 @@ class _Loop:
             self.reporter.log(f"[yellow]plugin {failure.plugin!r} failed in {failure.hook}: {failure.message}[/]")
 
 
+DECISION_RULE = 2
+"""The version of the rule `decide` applies, stored with every decision.
+
+1 (decisions stored without a number): paired tests resampling samples; rollback when
+  the main metric or a guard metric got significantly worse; no multiplicity correction.
+2: tests resample clusters of grouped samples; Holm across the tests one decision looks
+  at; a guard passes only when non-inferior within its margin; a no_gain that cannot rule
+  out a gain of the margin is called underpowered."""
+
+STOPPING = ("rollback", "no_gain", "underpowered", "target_met")
+
+
+@dataclass
+class GuardCheck:
+    """A guard metric judged by non-inferiority: its change must be shown above -margin."""
+
+    comparison: MetricComparison
+    margin: float
+    """In the metric's units (see `harness.suite.resolve_margin`)."""
+
+
+@dataclass
+class Decision:
+    decision: str
+    reason: str
+    record: dict[str, Any]
+    """What the decision rested on (stored with it): rule, alpha, Holm's adjusted
+    p-values, each guard's margin, interval and verdict, the main metric's margin."""
+
+
+def _better(c: MetricComparison) -> tuple[float, float, float]:
+    """The change and its interval, signed so that positive is better."""
+    t = c.test
+    assert t is not None
+    if c.higher_is_better:
+        return t.difference, t.ci_low, t.ci_high
+    return -t.difference, -t.ci_high, -t.ci_low
+
+
 def decide(
     main: MetricComparison,
-    guard: Sequence[MetricComparison],
+    guard: Sequence[GuardCheck],
     *,
     suite: str,
     guard_suite: str | None = None,
     target: float | None,
     alpha: float = 0.05,
-) -> tuple[str, str]:
-    """The decision after comparing a new checkpoint with the last accepted one.
+    main_margin: float | None = None,
+) -> Decision:
+    """The decision after comparing a new checkpoint with the last accepted one (rule 2).
 
-    "Significant" is `MetricComparison.significant`: p < alpha and, for the bootstrap,
-    a 95% interval of the change that excludes 0."""
+    1. Holm: the main metric's test and every guard metric's are one family; the main
+       metric improved (or got worse) only when its Holm-adjusted p < alpha and its
+       interval excludes 0 (`MetricComparison.significant`).
+    2. rollback when the main metric got worse, or when a guard metric's interval of the
+       change (95%, in its better direction) reaches below -margin: forgetting within the
+       margin is not ruled out. Requiring every guard at once is an intersection-union
+       test (Berger 1982): it keeps its level without a correction.
+    3. target_met when the main metric reaches the target; continue when it improved.
+    4. Otherwise no_gain when the interval rules out a gain of `main_margin`, and
+       underpowered when it does not (the suite is too small to tell)."""
+    from harness.stats import holm
+
+    record: dict[str, Any] = {"rule": DECISION_RULE, "alpha": alpha, "family": [], "guards": []}
+    tested = [(suite, main)] + [(guard_suite or "guard", g.comparison) for g in guard if g.comparison.test]
+    family = [(name, c) for name, c in tested if c.test is not None]
+    adjusted = holm([c.test.decision_p for _, c in family])  # type: ignore[union-attr]
+    holm_p = {id(c): p for (_, c), p in zip(family, adjusted)}
+    for (name, c), p in zip(family, adjusted):
+        record["family"].append(
+            {"suite": name, "metric": c.metric, "p": c.test.decision_p, "p_holm": p}  # type: ignore[union-attr]
+        )
     test = main.test
     if test is None:
-        return "no_gain", f"{suite} {main.metric} could not be tested: {main.not_tested}"
+        return Decision("no_gain", f"{suite} {main.metric} could not be tested: {main.not_tested}", record)
+    p_main = holm_p[id(main)]
     change = (
         f"{main.metric} {test.score_a:.4g} -> {test.score_b:.4g} "
-        f"(p={test.p_value:.3g}, change {test.difference:+.3g}, 95% CI [{test.ci_low:+.3g}, {test.ci_high:+.3g}])"
+        f"(change {test.difference:+.3g}, 95% CI [{test.ci_low:+.3g}, {test.ci_high:+.3g}], "
+        f"p={test.p_value:.3g}, Holm p={p_main:.3g}, over {main.resampled})"
     )
-    outcome = main.outcome(alpha)
+    outcome = main.outcome(alpha, p_main)
+    record["main"] = {"metric": main.metric, "outcome": outcome, "margin": main_margin, "mde": test.mde}
     if outcome == "worse":
-        return "rollback", f"{suite} got significantly worse: {change}"
+        return Decision("rollback", f"{suite} got significantly worse: {change}", record)
+    failed = None
     for g in guard:
-        if g.outcome(alpha) == "worse" and g.test is not None:
-            return "rollback", (
-                f"the guard suite {guard_suite} got significantly worse (forgetting): "
-                f"{g.metric} {g.test.score_a:.4g} -> {g.test.score_b:.4g} (p={g.test.p_value:.3g})"
-            )
+        entry = _guard_entry(g, holm_p, alpha)
+        record["guards"].append(entry)
+        if entry["verdict"] == "inferior" and failed is None:
+            failed = (g, entry)
+    if failed is not None:
+        g, entry = failed
+        t = g.comparison.test
+        assert t is not None
+        low = entry["ci_better"][0]
+        return Decision("rollback", (
+            f"the guard suite {guard_suite} may have got worse (forgetting not ruled out): {g.comparison.metric} "
+            f"{t.score_a:.4g} -> {t.score_b:.4g}, change {t.difference:+.3g}, 95% CI "
+            f"[{t.ci_low:+.3g}, {t.ci_high:+.3g}]: a loss of {-low:.3g} is possible, beyond the margin {g.margin:.3g}"
+        ), record)
     if target is not None:
         reached = test.score_b >= target if main.higher_is_better else test.score_b <= target
         if reached:
-            return "target_met", f"{change} reaches the target {target:g}"
+            return Decision("target_met", f"{change} reaches the target {target:g}", record)
     if outcome == "better":
-        return "continue", f"{suite} improved: {change}"
-    return "no_gain", f"no significant gain on {suite}: {change}"
+        return Decision("continue", f"{suite} improved: {change}", record)
+    best = _better(main)[2]
+    if main_margin is not None and best >= main_margin:
+        return Decision("underpowered", (
+            f"no significant gain on {suite}, but a gain of {best:.3g} is not ruled out, more than the margin "
+            f"{main_margin:.3g} (MDE {test.mde:.3g}): the suite is too small to tell; {change}"
+        ), record)
+    return Decision("no_gain", f"no significant gain on {suite}: {change}", record)
+
+
+def _guard_entry(g: GuardCheck, holm_p: Mapping[int, float], alpha: float) -> dict[str, Any]:
+    c, t = g.comparison, g.comparison.test
+    entry: dict[str, Any] = {"metric": c.metric, "margin": g.margin}
+    if t is None:
+        return {**entry, "verdict": "not tested", "why": c.not_tested}
+    change, low, high = _better(c)
+    return {
+        **entry,
+        "change": t.difference,
+        "ci": [t.ci_low, t.ci_high],
+        "ci_better": [low, high],
+        "p_holm": holm_p.get(id(c)),
+        "significantly_worse": c.outcome(alpha, holm_p.get(id(c))) == "worse",
+        "verdict": "non-inferior" if low > -g.margin else "inferior",
+        "resampled": c.resampled,
+    }
 
 
 def _comparison_record(c: MetricComparison) -> dict[str, Any]:
@@ -587,6 +699,8 @@ def _comparison_record(c: MetricComparison) -> dict[str, Any]:
         "p_value": t.p_value if t else None,
         "ci": [t.ci_low, t.ci_high] if t else None,
         "mde": t.mde if t else None,
+        "resampled": c.resampled if t else None,
+        "clusters": t.clusters if t else None,
         "fixed": len(c.fixed),
         "broken": len(c.broken),
         "not_tested": c.not_tested or None,

@@ -224,3 +224,34 @@ def compare_runs(
         for m in scores_a
         if m in scores_b
     ]
+
+
+def planned_mde(
+    queries: Queries,
+    run: RunInfo,
+    metric: str,
+    *,
+    alpha: float = ALPHA,
+    power: float = 0.8,
+    resamples: int = 1000,
+    seed: int = 0,
+    cluster_by: str | None = None,
+) -> float | None:
+    """The smallest change of `metric` a paired comparison against this run detects at
+    `alpha` with `power` (`harness.stats.single_run_mde`: an upper bound, assuming the
+    next run's errors independent of this one's), clusters resampled as the run's suite
+    declares. None when the metric's plugin is not loaded or the run has no scores."""
+    from harness.stats import single_run_mde
+
+    stats = queries.sample_stats(run.run_id, metric)
+    if len(stats.sample_ids) < 2:
+        return None
+    try:
+        score = queries.score_function(run, metric)
+    except HarnessError:
+        return None
+    labels = queries.sample_clusters(run.run_id, stats.sample_ids, cluster_by or run.cluster_by)
+    value = single_run_mde(
+        stats.stats, score, alpha=alpha, power=power, resamples=resamples, seed=seed, clusters=labels
+    )
+    return value if np.isfinite(value) else None

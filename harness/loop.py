@@ -309,6 +309,8 @@ class _Loop:
             self._update(loop_id, i, step="data", manifest_hash=manifest)
             row = self._row(loop_id, i)
         if row["step"] == "data":
+            for line, warn in self._power_lines(previous):
+                self.reporter.log(f"[yellow]warning:[/] {line}" if warn else line)
             training_id, checkpoint, checkpoint_hash = self._train(loop_id, i, previous, row["manifest_hash"])
             self._update(loop_id, i, step="trained", training_id=training_id,
                          checkpoint=_spec_dict(checkpoint), checkpoint_hash=checkpoint_hash)
@@ -472,12 +474,63 @@ class _Loop:
         comparison = {
             "metrics": [_comparison_record(c) for c in suite_cmp],
             "guard": [_comparison_record(c) for c in guard_cmp],
-            "decision": decision.record,
+            "decision": {**decision.record, "planned": self._power(previous)},
             "clusters": self._cluster_progress(row),
             "issues": self._issue_counts(previous["eval_run_id"], row["eval_run_id"]),
         }
         accepted = decision.decision in ("continue", "target_met")
         return decision.decision, decision.reason, accepted, comparison
+
+    def _power(self, previous: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Before training: the MDE of each metric the decision will test, from the last
+        accepted checkpoint's runs (`planned_mde`), beside its margin."""
+        from harness.comparison import planned_mde
+
+        watched = [(self.suite, previous.get("eval_run_id"), [self.suite.config.main])]
+        if self.guard is not None:
+            names = self.config.guard_metrics or [self.guard.config.main]
+            watched.append((self.guard, previous.get("guard_run_id"), names))
+        out = []
+        for suite, run_id, metrics in watched:
+            if not run_id:
+                continue
+            run = self.queries.run(run_id)
+            scores = {c.metric: c.value for c in self.queries.corpus_scores(run_id)}
+            for metric in metrics:
+                if metric not in scores:
+                    continue
+                mde = planned_mde(self.queries, run, metric, alpha=self.config.alpha,
+                                  resamples=self.config.resamples, seed=self.config.seed,
+                                  cluster_by=suite.config.cluster_by)
+                config = next((m for m in suite.config.metrics if m.name == metric), None)
+                margin = resolve_margin(config.margin if config else None, scores[metric] or 0.0)
+                out.append({"suite": suite.name, "metric": metric, "guard": suite is self.guard,
+                            "mde": mde, "margin": margin, "n": run.n_samples})
+        return out
+
+    def _power_lines(self, previous: Mapping[str, Any]) -> list[tuple[str, bool]]:
+        """What the decision can detect, and a warning where the suite is too small for it."""
+        lines = []
+        for p in self._power(previous):
+            if p["mde"] is None:
+                continue
+            where = f"{p['suite']} {p['metric']} ({p['n']} samples)"
+            lines.append((
+                f"power: {where} detects a change of {p['mde']:.3g} at alpha {self.config.alpha:g} with power 0.8 "
+                f"(an upper bound); margin {p['margin']:.3g}", False,
+            ))
+            if p["mde"] > p["margin"] and p["guard"]:
+                lines.append((
+                    f"the guard {where} is too small to show non-inferiority within its margin {p['margin']:.3g} "
+                    f"(MDE {p['mde']:.3g}): unless the checkpoints' errors correlate strongly, expect a rollback; "
+                    "give the guard more samples or a wider `margin:`", True,
+                ))
+            elif p["mde"] > p["margin"]:
+                lines.append((
+                    f"{where} cannot detect a gain of its margin {p['margin']:.3g} (MDE {p['mde']:.3g}): gains "
+                    "below the MDE will read as underpowered; give the suite more samples", True,
+                ))
+        return lines
 
     @staticmethod
     def _margin(suite: Suite | None, comparison: MetricComparison) -> float:

@@ -319,6 +319,9 @@ class IterationInfo:
     rows_total: int | None = None
     training_seconds: float | None = None
     training_steps: int | None = None
+    decision_rule: int | None = None
+    """The rule the decision was taken under (`harness.loop.DECISION_RULE`); None: rule 1,
+    decided before rules were numbered."""
 
 
 # ---------------------------------------------------------------------------

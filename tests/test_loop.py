@@ -320,3 +320,81 @@ def test_holm_adjusts_the_main_test_for_the_guard_tests_of_the_same_decision() -
 def test_a_no_gain_that_cannot_rule_out_a_gain_of_the_margin_is_underpowered() -> None:
     assert _decision(_comparison(10, 10.5, 0.4, -1.0, 2.0), margin=1.0) == "underpowered"
     assert _decision(_comparison(10, 10.1, 0.4, -0.4, 0.6), margin=1.0) == "no_gain"
+
+
+def _guard_loses(module, lost: dict[str, str]):
+    """Patch the scripted backend: on adapters, the guard samples in `lost` answer so."""
+    original = module.ScriptedBackend.generate
+
+    def patched(self, prompts, config, *, seeds=None, progress=None):
+        out = original(self, prompts, config, seeds=seeds, progress=progress)
+        if not self.spec.adapter:
+            return out
+        replaced = []
+        for prompt, c in zip(prompts, out):
+            key = next((k for k in lost if f"keep this sentence number {k} intact" in prompt), None)
+            replaced.append(type(c)(lost[key], c.prompt_tokens, 1, "eos") if key is not None else c)
+        return replaced
+
+    module.ScriptedBackend.generate = patched
+    return original
+
+
+def test_the_loop_rolls_back_an_unproven_guard_and_keeps_a_change_inside_the_margin(suites, plugins, tmp_path) -> None:
+    """Two of the 20 guard samples lost: a drop the bootstrap cannot call significant,
+    but one whose interval reaches past the default margin (5%): rollback. One sample
+    slightly changed: inside the margin: continue."""
+    from harness.store import Store
+
+    module = scripted_module(plugins)
+    original = _guard_loses(module, {"3": "lost", "7": "lost"})
+    try:
+        with Store.writer(tmp_path / "drop.duckdb") as store:
+            result = run_loop(config(suites, ["good-30"], iterations=1), store, plugins)
+            record = json.loads(store.scalar("SELECT comparison FROM iterations WHERE iteration = 1"))
+    finally:
+        module.ScriptedBackend.generate = original
+    assert [r.decision for r in result.iterations] == ["baseline", "rollback"]
+    (guard,) = record["decision"]["guards"]
+    assert guard["verdict"] == "inferior" and not guard["significantly_worse"]
+    assert guard["ci_better"][0] < -guard["margin"] and guard["margin"] == pytest.approx(5.0)
+    assert "forgetting not ruled out" in result.iterations[-1].reason
+
+    original = _guard_loses(module, {"3": "keep this sentence number 3 intact!"})
+    try:
+        with Store.writer(tmp_path / "inside.duckdb") as store:
+            result = run_loop(config(suites, ["good-30"], iterations=1), store, plugins)
+            record = json.loads(store.scalar("SELECT comparison FROM iterations WHERE iteration = 1"))
+            rule = store.scalar("SELECT decision_rule FROM iterations WHERE iteration = 1")
+    finally:
+        module.ScriptedBackend.generate = original
+    assert [r.decision for r in result.iterations] == ["baseline", "continue"]
+    (guard,) = record["decision"]["guards"]
+    assert guard["verdict"] == "non-inferior" and guard["change"] < 0
+    assert rule == DECISION_RULE
+    planned = {p["suite"]: p for p in record["decision"]["planned"]}
+    # The baseline scores every target sample alike (it echoes the word): no spread, MDE 0.
+    assert planned["terms"]["mde"] == 0 and planned["guard"]["margin"] == pytest.approx(5.0)
+
+
+def test_decisions_of_an_older_store_read_as_made_under_the_old_rule(suites, plugins, tmp_path) -> None:
+    from harness.render import render
+    from harness.store import Store
+
+    path = tmp_path / "old.duckdb"
+    with Store.writer(path) as store:
+        run_loop(config(suites, ["good-15"], iterations=1), store, plugins)
+        # Make it the store an earlier version wrote: no migration 4, no decision records.
+        with store.transaction() as con:
+            for row in con.execute("SELECT iteration, comparison FROM iterations").fetchall():
+                if row[1]:
+                    old = {k: v for k, v in json.loads(row[1]).items() if k != "decision"}
+                    con.execute("UPDATE iterations SET comparison = ? WHERE iteration = ?", [json.dumps(old), row[0]])
+            con.execute("ALTER TABLE iterations DROP COLUMN decision_rule")
+            con.execute("ALTER TABLE runs DROP COLUMN cluster_by")
+            con.execute("DELETE FROM schema_migrations WHERE version = 4")
+    with Store.writer(path) as store:
+        assert store.scalar("SELECT count(*) FROM iterations WHERE decision_rule IS NULL") == 2
+        doc = build_report(store, "history", plugins=plugins)
+    assert [it["decision_rule"] for it in doc.data["iterations"]] == [None, None]
+    assert "decided under rule 1 (before this version)" in render(doc, "markdown")

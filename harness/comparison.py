@@ -9,6 +9,7 @@ scores).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -255,3 +256,57 @@ def planned_mde(
         stats.stats, score, alpha=alpha, power=power, resamples=resamples, seed=seed, clusters=labels
     )
     return value if np.isfinite(value) else None
+
+
+def compare_seeds(
+    queries: Queries,
+    run_a: int,
+    runs_b: Sequence[int],
+    *,
+    resamples: int = 1000,
+    seed: int = 12345,
+    cluster_by: str | None = None,
+) -> list[MetricComparison]:
+    """The baseline `run_a` against K runs of checkpoints trained with different seeds.
+
+    Per metric: the paired bootstrap of the baseline against the per-sample statistics
+    averaged over the K runs (an average of sums stays a valid input to the metric's
+    score), widened by the between-seed variance of the K corpus differences
+    (`harness.stats.with_seed_variance`). Fixed and broken samples are those of the
+    first seed's run. With one run this is `compare_runs`."""
+    from harness.stats import paired_bootstrap, with_seed_variance
+
+    first = compare_runs(queries, run_a, runs_b[0], resamples=resamples, seed=seed, cluster_by=cluster_by)
+    if len(runs_b) < 2:
+        return first
+    a = queries.run(run_a)
+    runs = [queries.run(r) for r in runs_b]
+    rule = cluster_by or runs[0].cluster_by or a.cluster_by
+    for comparison in first:
+        if comparison.test is None:
+            continue
+        metric = comparison.metric
+        pairs = [queries.paired_stats(run_a, r.run_id, metric) for r in runs]
+        shared = set(pairs[0].sample_ids).intersection(*(p.sample_ids for p in pairs[1:]))
+        ids = [i for i in pairs[0].sample_ids if i in shared]
+        rows = [{sid: k for k, sid in enumerate(p.sample_ids)} for p in pairs]
+        stats_a = pairs[0].stats_a[[rows[0][i] for i in ids]]
+        per_seed = [p.stats_b[[r[i] for i in ids]] for p, r in zip(pairs, rows)]
+        if any(s.shape != stats_a.shape for s in per_seed):
+            continue
+        try:
+            score = queries.score_function(runs[0], metric)
+        except HarnessError:
+            score = _mean if comparison.test.test == "mcnemar exact" else None
+        if score is None:
+            continue
+        labels = queries.sample_clusters(run_a, ids, rule)
+        clusters = labels if int(labels.max(initial=-1)) + 1 < len(ids) else None
+        averaged = paired_bootstrap(
+            stats_a, np.mean(per_seed, axis=0), score, resamples=resamples, seed=seed, clusters=clusters
+        )
+        base = float(score(stats_a.sum(axis=0)))
+        differences = [float(score(s.sum(axis=0))) - base for s in per_seed]
+        comparison.test = with_seed_variance(averaged, differences)
+        comparison.cluster_by = rule
+    return first

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.comparison import MetricComparison, compare_runs
+from harness.comparison import MetricComparison, compare_seeds
 from harness.cost import Work, estimate, load_prices
 from harness.errors import ConfigError, HarnessError
 from harness.evaluate import EvalOptions, evaluate, load_backend
@@ -83,6 +83,9 @@ class LoopConfig(BaseModel):
     alpha: float = Field(0.05, gt=0, lt=1)
     seed: int = 0
     resamples: int = Field(1000, ge=100)
+    train_seeds: int = Field(1, ge=1)
+    """Adapters trained per iteration, with seeds seed, seed+1, ...; the decision averages
+    them and counts the spread between seeds (`harness.comparison.compare_seeds`)."""
 
 
 @dataclass
@@ -106,8 +109,10 @@ class LoopResult:
 
 
 def loop_fingerprint(config: LoopConfig, suite: Suite, guard: Suite | None, model_hash: str) -> str:
+    # One training seed is what every loop did before train_seeds existed: leave it out,
+    # so that their fingerprints (and so their resumption) stay as they were.
     identity = {
-        "config": config.model_dump(mode="json"),
+        "config": config.model_dump(mode="json", exclude={"train_seeds"} if config.train_seeds == 1 else None),
         "suite": suite.hash,
         "guard": guard.hash if guard else None,
         "model": model_hash,
@@ -312,16 +317,29 @@ class _Loop:
             for line, warn in self._power_lines(previous):
                 self.reporter.log(f"[yellow]warning:[/] {line}" if warn else line)
             training_id, checkpoint, checkpoint_hash = self._train(loop_id, i, previous, row["manifest_hash"])
+            extra = []  # the other training seeds: kept beside the checkpoint for the decision
+            for k in range(1, self.config.train_seeds):
+                seed_id, seed_spec, seed_hash = self._train(loop_id, i, previous, row["manifest_hash"], k)
+                extra.append({"seed": self.config.seed + k, "training_id": seed_id,
+                              "checkpoint": _spec_dict(seed_spec), "checkpoint_hash": seed_hash})
+            spec = _spec_dict(checkpoint) | ({"seeds": extra} if extra else {})
             self._update(loop_id, i, step="trained", training_id=training_id,
-                         checkpoint=_spec_dict(checkpoint), checkpoint_hash=checkpoint_hash)
+                         checkpoint=spec, checkpoint_hash=checkpoint_hash)
             row = self._row(loop_id, i)
         if row["step"] == "trained":
             run_id, guard_id = self._evaluate(_spec(row["checkpoint"]), row)
-            self._update(loop_id, i, step="evaluated", eval_run_id=run_id, guard_run_id=guard_id)
+            seeds = row["checkpoint"].get("seeds") or []
+            for extra in seeds:
+                extra["eval_run_id"], extra["guard_run_id"] = self._evaluate(_spec(extra["checkpoint"]), row)
+            self._update(loop_id, i, step="evaluated", eval_run_id=run_id, guard_run_id=guard_id,
+                         **({"checkpoint": row["checkpoint"]} if seeds else {}))
             row = self._row(loop_id, i)
         assert row is not None and row["step"] == "evaluated"
         decision, reason, accepted, comparison = self._decide(previous, row)
-        trained = self.store.scalar("SELECT tokens_trained FROM training_runs WHERE training_id = ?", [row["training_id"]]) or 0
+        training_ids = [row["training_id"]] + [e["training_id"] for e in row["checkpoint"].get("seeds") or []]
+        trained = self.store.scalar(
+            "SELECT sum(tokens_trained) FROM training_runs WHERE list_contains(?, training_id)", [training_ids]
+        ) or 0
         work = Work(train_tokens=int(trained)) + self._eval_work(row["eval_run_id"], row["guard_run_id"])
         self._update(
             loop_id, i, step="decided", decision=decision, reason=reason, accepted=accepted,
@@ -406,8 +424,10 @@ class _Loop:
         return manifest.manifest_hash
 
     def _train(
-        self, loop_id: int, i: int, previous: Mapping[str, Any], manifest_hash: str
+        self, loop_id: int, i: int, previous: Mapping[str, Any], manifest_hash: str, repeat: int = 0
     ) -> tuple[int, ModelSpec, str]:
+        """Train iteration i's checkpoint; `repeat` k > 0 trains the k-th extra seed
+        (seed + k) on the same rows, into seed-k/iteration-i."""
         from harness.datasets import load_manifest_rows
 
         rows = load_manifest_rows(self.store, manifest_hash)
@@ -422,17 +442,19 @@ class _Loop:
             train = new + random.Random(self.config.seed + i).sample(earlier, replay_n)
         if not train:
             raise HarnessError(f"iteration {i} has no training rows: the data step added none")
-        output = self._output_dir(loop_id) / f"iteration-{i}"
+        root = self._output_dir(loop_id)
+        output = root / f"iteration-{i}" if not repeat else root / f"seed-{repeat}" / f"iteration-{i}"
         if output.is_dir() and any((output / marker).is_file() for marker in ("adapter_config.json", "config.json")):
             # Training finished but the loop stopped before recording it: train again
             # (same seed, same data, same weights) rather than trust an unrecorded model.
             shutil.rmtree(output)
-        args = self.trainer_args.model_copy(update={"resume": True, "seed": self.config.seed})
+        args = self.trainer_args.model_copy(update={"resume": True, "seed": self.config.seed + repeat})
         training_id = start_training_run(
             self.store, trainer=self.config.trainer, args=args, manifest_hash=manifest_hash,
             base=start, base_hash=start_hash, output=output,
         )
-        self.reporter.log(f"training {self.config.trainer} on {len(train)} rows from {_describe(start)}")
+        seeds = f" (seed {self.config.seed + repeat}, {repeat + 1} of {self.config.train_seeds})" if self.config.train_seeds > 1 else ""
+        self.reporter.log(f"training {self.config.trainer} on {len(train)} rows from {_describe(start)}{seeds}")
         try:
             with self.reporter.task("training steps", total=None) as advance:
                 outcome = self.trainer.train(
@@ -452,14 +474,17 @@ class _Loop:
 
     def _decide(self, previous: Mapping[str, Any], row: Mapping[str, Any]) -> tuple[str, str, bool, dict[str, Any]]:
         main = self.suite.config.main
-        suite_cmp = compare_runs(self.queries, previous["eval_run_id"], row["eval_run_id"],
-                                 resamples=self.config.resamples, seed=self.config.seed,
-                                 cluster_by=self.suite.config.cluster_by)
+        seeds = row["checkpoint"].get("seeds") or []
+        suite_cmp = compare_seeds(self.queries, previous["eval_run_id"],
+                                  [row["eval_run_id"], *(e["eval_run_id"] for e in seeds)],
+                                  resamples=self.config.resamples, seed=self.config.seed,
+                                  cluster_by=self.suite.config.cluster_by)
         guard_cmp: list[MetricComparison] = []
         if self.guard is not None and previous.get("guard_run_id") and row.get("guard_run_id"):
-            guard_cmp = compare_runs(self.queries, previous["guard_run_id"], row["guard_run_id"],
-                                     resamples=self.config.resamples, seed=self.config.seed,
-                                     cluster_by=self.guard.config.cluster_by)
+            guard_cmp = compare_seeds(self.queries, previous["guard_run_id"],
+                                      [row["guard_run_id"], *(e["guard_run_id"] for e in seeds)],
+                                      resamples=self.config.resamples, seed=self.config.seed,
+                                      cluster_by=self.guard.config.cluster_by)
         guard_watch = set(self.config.guard_metrics or ([self.guard.config.main] if self.guard else []))
         main_cmp = next(c for c in suite_cmp if c.metric == main)
         decision = decide(
@@ -474,7 +499,10 @@ class _Loop:
         comparison = {
             "metrics": [_comparison_record(c) for c in suite_cmp],
             "guard": [_comparison_record(c) for c in guard_cmp],
-            "decision": {**decision.record, "planned": self._power(previous)},
+            "decision": {**decision.record, "planned": self._power(previous), "train_seeds": 1 + len(seeds),
+                         "seed_runs": [{"seed": self.config.seed, "eval_run_id": row["eval_run_id"],
+                                        "guard_run_id": row.get("guard_run_id")}]
+                         + [{k: e.get(k) for k in ("seed", "eval_run_id", "guard_run_id")} for e in seeds]},
             "clusters": self._cluster_progress(row),
             "issues": self._issue_counts(previous["eval_run_id"], row["eval_run_id"]),
         }
@@ -752,6 +780,7 @@ def _comparison_record(c: MetricComparison) -> dict[str, Any]:
         "p_value": t.p_value if t else None,
         "ci": [t.ci_low, t.ci_high] if t else None,
         "mde": t.mde if t else None,
+        "seeds": t.seeds if t else None,
         "resampled": c.resampled if t else None,
         "clusters": t.clusters if t else None,
         "fixed": len(c.fixed),

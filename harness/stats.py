@@ -180,6 +180,8 @@ class PairedTest:
     p_interval: float | None = None
     """The bootstrap's percentile p-value: twice the share of resampled differences on
     the far side of 0 (p < alpha exactly when the 1 - alpha interval excludes 0)."""
+    seeds: int | None = None
+    """Training seeds averaged (see `with_seed_variance`); None: one checkpoint."""
 
     @property
     def decision_p(self) -> float:
@@ -372,3 +374,31 @@ def mcnemar_mde(n: int, discordant: int, alpha: float = 0.05, power: float = 0.8
     share = max(discordant, 1) / n
     z = scipy_stats.norm.ppf(1 - alpha / 2) + scipy_stats.norm.ppf(power)
     return float(z * np.sqrt(share / n))
+
+
+def with_seed_variance(test: PairedTest, seed_differences: Sequence[float], confidence: float = DEFAULT_CONFIDENCE) -> PairedTest:
+    """A paired test of seed-averaged statistics, widened by the spread between seeds.
+
+    `test` compares the baseline with the per-sample statistics averaged over K
+    checkpoints trained with different seeds; `seed_differences` are the K checkpoints'
+    own corpus differences. The variance of the effect is the bootstrap's (samples) plus
+    s^2 / K (seeds, s the between-seed standard deviation): a normal interval and p-value
+    on that total. The seed term counts some per-sample noise twice (the bootstrap of the
+    averages already sees part of it), so the test errs on the side of caution."""
+    k = len(seed_differences)
+    if k < 2:
+        return test
+    z = scipy_stats.norm.ppf(1 - (1 - confidence) / 2)
+    se_samples = (test.ci_high - test.ci_low) / (2 * z)
+    between = float(np.var(np.asarray(seed_differences, dtype=float), ddof=1))
+    se = float(np.sqrt(se_samples**2 + between / k))
+    d = test.difference
+    if se == 0:  # every resample and every seed agree exactly
+        p = 1.0 if d == 0 else 0.0
+    else:
+        p = float(2 * scipy_stats.norm.sf(abs(d) / se))
+    power_z = scipy_stats.norm.ppf(1 - 0.05 / 2) + scipy_stats.norm.ppf(0.8)
+    return PairedTest(
+        test.test, test.score_a, test.score_b, d, max(p, test.p_value), d - z * se, d + z * se,
+        float(power_z * se), test.n, test.clusters, p, k,
+    )

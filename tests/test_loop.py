@@ -398,3 +398,32 @@ def test_decisions_of_an_older_store_read_as_made_under_the_old_rule(suites, plu
         doc = build_report(store, "history", plugins=plugins)
     assert [it["decision_rule"] for it in doc.data["iterations"]] == [None, None]
     assert "decided under rule 1 (before this version)" in render(doc, "markdown")
+
+
+def test_train_seeds_train_k_adapters_and_decide_on_their_spread(suites, plugins, harness_store) -> None:
+    """Two seeds that agree: continue, with the seed count recorded. Two seeds that
+    disagree (one fixes every sample, one nothing): the average gains, but the spread
+    between seeds says the data does not reliably help: no continue."""
+    calls = scripted_module(plugins).ScriptedTrainer.calls
+    result = run_loop(config(suites, ["good-30"], iterations=1, train_seeds=2, guard=None), harness_store, plugins)
+    assert [r.decision for r in result.iterations] == ["baseline", "continue"]
+    assert [c["checkpoint"] for c in calls] == ["good-30", "good-30"]
+    assert len({str(c["base"]) for c in calls}) == 1
+    row = harness_store.query("SELECT comparison, checkpoint, tokens_trained FROM iterations WHERE iteration = 1")[0]
+    record = json.loads(row["comparison"])
+    assert record["decision"]["train_seeds"] == 2 and len(record["decision"]["seed_runs"]) == 2
+    assert record["metrics"][0]["seeds"] == 2
+    seeds = json.loads(row["checkpoint"])["seeds"]
+    assert [s["seed"] for s in seeds] == [1] and "seed-1" in seeds[0]["checkpoint"]["adapter"]
+    both = harness_store.scalar("SELECT sum(tokens_trained) FROM training_runs")
+    assert row["tokens_trained"] == both and harness_store.scalar("SELECT count(*) FROM training_runs") == 2
+
+    calls.clear()
+    result = run_loop(config(suites, ["good-30|same"], iterations=1, train_seeds=2, guard=None, seed=0,
+                             budget=9), harness_store, plugins)
+    assert [c["checkpoint"] for c in calls] == ["good-30", "same"]
+    assert result.iterations[-1].decision in ("underpowered", "no_gain")
+    record = json.loads(harness_store.scalar(
+        "SELECT comparison FROM iterations WHERE loop_id = ? AND iteration = 1", [result.loop_id]))
+    chrf = record["metrics"][0]
+    assert chrf["difference"] > 0 and chrf["ci"][0] < 0 < chrf["ci"][1]

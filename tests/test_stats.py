@@ -10,6 +10,7 @@ from scipy import stats as scipy_stats
 
 from harness.components import mean_from_statistics
 from harness.stats import (
+    PairedTest,
     bootstrap_ci,
     mcnemar,
     mcnemar_mde,
@@ -272,3 +273,18 @@ def test_single_run_mde_is_the_independent_pairs_bound() -> None:
     se = values.std(ddof=1) / np.sqrt(400)
     z = scipy_stats.norm.ppf(0.975) + scipy_stats.norm.ppf(0.8)
     assert single_run_mde(stats, mean_from_statistics) == pytest.approx(z * np.sqrt(2) * se, rel=0.1)
+
+
+def test_seed_variance_widens_the_interval_and_weakens_the_test() -> None:
+    from harness.stats import with_seed_variance
+
+    test = PairedTest("paired bootstrap", 10.0, 12.0, 2.0, 0.001, 1.0, 3.0, 1.4, 100)
+    agreeing = with_seed_variance(test, [2.0, 2.0, 2.0])
+    assert (agreeing.ci_low, agreeing.ci_high) == pytest.approx((1.0, 3.0), abs=1e-6)
+    assert agreeing.seeds == 3 and agreeing.p_value < 0.05
+    spread = with_seed_variance(test, [0.0, 4.0, 2.0])
+    # Total variance: ((3 - 1) / 3.92)^2 + var(0, 4, 2) / 3 = 0.26 + 1.33.
+    se = np.sqrt((2 / (2 * scipy_stats.norm.ppf(0.975))) ** 2 + 4.0 / 3)
+    assert spread.ci_high - spread.ci_low == pytest.approx(2 * scipy_stats.norm.ppf(0.975) * se)
+    assert spread.ci_low < 0 and spread.decision_p > 0.05
+    assert with_seed_variance(test, [2.0]) is test

@@ -32,6 +32,9 @@ from harness.cli.main import CONTEXT_SETTINGS, CliState, pass_state
 @click.option("--guard-limit", type=click.IntRange(min=1), help="Evaluate only the first N samples of the guard suite.")
 @click.option("--alpha", default=0.05, show_default=True, help="Significance level of the decisions.")
 @click.option("--seed", default=0, show_default=True, help="Seeds data selection, training and sampling.")
+@click.option("--train-seeds", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Adapters trained per iteration (seeds seed, seed+1, ...): the decision counts the spread "
+              "between them; costs K times the training and evaluation.")
 @click.option("--prices", type=click.Path(dir_okay=False, path_type=Path), envvar="HARNESS_PRICES",
               help="Price table for cost estimates (see harness/prices.yaml).")
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), help="Where checkpoints go (default: beside the store).")
@@ -58,6 +61,7 @@ def loop_command(
     guard_limit: int | None,
     alpha: float,
     seed: int,
+    train_seeds: int,
     prices: Path | None,
     output_dir: Path | None,
     report: bool,
@@ -99,6 +103,7 @@ def loop_command(
         guard_limit=guard_limit,
         alpha=alpha,
         seed=seed,
+        train_seeds=train_seeds,
     )
     plugins = state.load_plugins()
     with state.writer() as store:

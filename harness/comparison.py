@@ -16,7 +16,7 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.queries import CorpusScore, PairedStats, Queries, RunInfo
-from harness.stats import PairedTest, describe_clustering
+from harness.stats import PairedTest, ScoreFn, describe_clustering
 
 ALPHA = 0.05
 
@@ -294,12 +294,13 @@ def compare_seeds(
         per_seed = [p.stats_b[[r[i] for i in ids]] for p, r in zip(pairs, rows)]
         if any(s.shape != stats_a.shape for s in per_seed):
             continue
+        score: ScoreFn
         try:
             score = queries.score_function(runs[0], metric)
         except HarnessError:
-            score = _mean if comparison.test.test == "mcnemar exact" else None
-        if score is None:
-            continue
+            if comparison.test.test != "mcnemar exact":
+                continue
+            score = _mean
         labels = queries.sample_clusters(run_a, ids, rule)
         clusters = labels if int(labels.max(initial=-1)) + 1 < len(ids) else None
         averaged = paired_bootstrap(

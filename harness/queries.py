@@ -463,7 +463,7 @@ class Queries:
             "SELECT sample_id, group_id, tags, metadata FROM samples WHERE run_id = ?", [run_id]
         )
         by_id = {r["sample_id"]: r for r in rows}
-        keys = []
+        keys: list[Any] = []
         for sample_id in sample_ids:
             row = by_id.get(sample_id)
             if row is None:

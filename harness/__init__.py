@@ -117,6 +117,8 @@ _EXPORTS: dict[str, str] = {
     "Interval": "harness.document",
     "format_value": "harness.document",
     "histogram": "harness.document",
+    "planned_mde": "harness.comparison",
+    "describe_clustering": "harness.stats",
     # errors
     "HarnessError": "harness.errors",
     "ConfigError": "harness.errors",
@@ -173,6 +175,7 @@ if TYPE_CHECKING:
         MetricComparison,
         compare_metric,
         compare_runs,
+        planned_mde,
     )
     from harness.components import (
         Backend,
@@ -264,6 +267,9 @@ if TYPE_CHECKING:
     )
     from harness.registry import (
         Registry,
+    )
+    from harness.stats import (
+        describe_clustering,
     )
     from harness.store import (
         Store,

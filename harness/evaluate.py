@@ -190,6 +190,7 @@ def _evaluate_loaded(
                 confidence=options.confidence,
                 resamples=options.resamples,
                 seed=generation.seed,
+                cluster_by=suite.config.cluster_by,
             )
             advance(1)
         result.errors.extend(_hook_errors(hook_failures))
@@ -281,6 +282,7 @@ def _run_header(
         "git_revision": environment.git_revision(),
         "host": environment.hostname(),
         "n_samples": len(suite.samples),
+        "cluster_by": suite.config.cluster_by,
         "label": options.label,
         "status": "running",
         "started_at": utcnow(),

@@ -7,11 +7,15 @@ the training run that made its checkpoint, and the decision taken with its reaso
 Every step is recorded as it finishes, so an interrupted loop resumes at the step it
 was in (training resumes from its own checkpoints).
 
-Decisions compare the new checkpoint with the last accepted one using paired tests:
-  rollback    the suite's main metric or the guard suite's got significantly worse
-  target_met  the suite's main metric reached the suite's target
-  no_gain     no significant improvement of the main metric: stop, keep the last
-  continue    significantly better: keep it and go on (until the iterations run out)
+Decisions compare the new checkpoint with the last accepted one using paired tests
+(clusters of grouped samples resampled together, Holm across the tests; see `decide`):
+  rollback      the suite's main metric got significantly worse, or a guard metric is not
+                shown non-inferior within its margin (forgetting not ruled out)
+  target_met    the suite's main metric reached the suite's target
+  no_gain       no significant improvement, and a gain of the margin is ruled out: stop
+  underpowered  no significant improvement, but the suite is too small to rule out a gain
+                of the margin: stop, keep the last (a bigger suite could tell)
+  continue      significantly better: keep it and go on (until the iterations run out)
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.backends import load_backend
-from harness.comparison import MetricComparison, compare_runs
+from harness.comparison import MetricComparison, compare_seeds
 from harness.cost import Work, estimate, load_prices
 from harness.errors import ConfigError, HarnessError
 from harness.evaluate import EvalOptions, evaluate
@@ -37,7 +41,7 @@ from harness.progress import NullReporter, Reporter
 from harness.queries import Queries
 from harness.store import Store
 from harness.store.core import utcnow
-from harness.suite import Suite, load_suite, validate_args
+from harness.suite import Suite, load_suite, resolve_margin, validate_args
 from harness.types import ModelSpec
 
 STEPS = ("started", "clustered", "data", "trained", "evaluated", "decided")
@@ -79,6 +83,9 @@ class LoopConfig(BaseModel):
     alpha: float = Field(0.05, gt=0, lt=1)
     seed: int = 0
     resamples: int = Field(1000, ge=100)
+    train_seeds: int = Field(1, ge=1)
+    """Adapters trained per iteration, with seeds seed, seed+1, ...; the decision averages
+    them and counts the spread between seeds (`harness.comparison.compare_seeds`)."""
 
 
 @dataclass
@@ -102,8 +109,10 @@ class LoopResult:
 
 
 def loop_fingerprint(config: LoopConfig, suite: Suite, guard: Suite | None, model_hash: str) -> str:
+    # One training seed is what every loop did before train_seeds existed: leave it out,
+    # so that their fingerprints (and so their resumption) stay as they were.
     identity = {
-        "config": config.model_dump(mode="json"),
+        "config": config.model_dump(mode="json", exclude={"train_seeds"} if config.train_seeds == 1 else None),
         "suite": suite.hash,
         "guard": guard.hash if guard else None,
         "model": model_hash,
@@ -180,7 +189,7 @@ class _Loop:
             for i in range(1, self.config.iterations + 1) if not stop_reason else ():
                 result = self._iteration(loop_id, i)
                 results.append(result)
-                if result.decision in ("rollback", "no_gain", "target_met"):
+                if result.decision in STOPPING:
                     stop_reason = result.reason
                     break
             if not stop_reason:
@@ -282,7 +291,7 @@ class _Loop:
             work = self._eval_work(run_id, guard_id)
             self._update(
                 loop_id, 0, step="decided", decision=decision, reason=reason, accepted=True,
-                tokens_trained=0, tokens_evaluated=work.eval_input_tokens + work.eval_output_tokens,
+                decision_rule=DECISION_RULE, tokens_trained=0, tokens_evaluated=work.eval_input_tokens + work.eval_output_tokens,
                 cost=estimate(work, self.prices), finished_at=utcnow(),
             )
             self._notify(loop_id, 0)
@@ -305,21 +314,36 @@ class _Loop:
             self._update(loop_id, i, step="data", manifest_hash=manifest)
             row = self._row(loop_id, i)
         if row["step"] == "data":
+            for line, warn in self._power_lines(previous):
+                self.reporter.log(f"[yellow]warning:[/] {line}" if warn else line)
             training_id, checkpoint, checkpoint_hash = self._train(loop_id, i, previous, row["manifest_hash"])
+            extra = []  # the other training seeds: kept beside the checkpoint for the decision
+            for k in range(1, self.config.train_seeds):
+                seed_id, seed_spec, seed_hash = self._train(loop_id, i, previous, row["manifest_hash"], k)
+                extra.append({"seed": self.config.seed + k, "training_id": seed_id,
+                              "checkpoint": _spec_dict(seed_spec), "checkpoint_hash": seed_hash})
+            spec = _spec_dict(checkpoint) | ({"seeds": extra} if extra else {})
             self._update(loop_id, i, step="trained", training_id=training_id,
-                         checkpoint=_spec_dict(checkpoint), checkpoint_hash=checkpoint_hash)
+                         checkpoint=spec, checkpoint_hash=checkpoint_hash)
             row = self._row(loop_id, i)
         if row["step"] == "trained":
             run_id, guard_id = self._evaluate(_spec(row["checkpoint"]), row)
-            self._update(loop_id, i, step="evaluated", eval_run_id=run_id, guard_run_id=guard_id)
+            seeds = row["checkpoint"].get("seeds") or []
+            for extra in seeds:
+                extra["eval_run_id"], extra["guard_run_id"] = self._evaluate(_spec(extra["checkpoint"]), row)
+            self._update(loop_id, i, step="evaluated", eval_run_id=run_id, guard_run_id=guard_id,
+                         **({"checkpoint": row["checkpoint"]} if seeds else {}))
             row = self._row(loop_id, i)
         assert row is not None and row["step"] == "evaluated"
         decision, reason, accepted, comparison = self._decide(previous, row)
-        trained = self.store.scalar("SELECT tokens_trained FROM training_runs WHERE training_id = ?", [row["training_id"]]) or 0
+        training_ids = [row["training_id"]] + [e["training_id"] for e in row["checkpoint"].get("seeds") or []]
+        trained = self.store.scalar(
+            "SELECT sum(tokens_trained) FROM training_runs WHERE list_contains(?, training_id)", [training_ids]
+        ) or 0
         work = Work(train_tokens=int(trained)) + self._eval_work(row["eval_run_id"], row["guard_run_id"])
         self._update(
             loop_id, i, step="decided", decision=decision, reason=reason, accepted=accepted,
-            comparison=comparison, tokens_trained=work.train_tokens,
+            decision_rule=DECISION_RULE, comparison=comparison, tokens_trained=work.train_tokens,
             tokens_evaluated=work.eval_input_tokens + work.eval_output_tokens,
             cost=estimate(work, self.prices), finished_at=utcnow(),
         )
@@ -400,8 +424,10 @@ class _Loop:
         return manifest.manifest_hash
 
     def _train(
-        self, loop_id: int, i: int, previous: Mapping[str, Any], manifest_hash: str
+        self, loop_id: int, i: int, previous: Mapping[str, Any], manifest_hash: str, repeat: int = 0
     ) -> tuple[int, ModelSpec, str]:
+        """Train iteration i's checkpoint; `repeat` k > 0 trains the k-th extra seed
+        (seed + k) on the same rows, into seed-k/iteration-i."""
         from harness.datasets import load_manifest_rows
         from harness.training_runs import train_and_record
 
@@ -417,12 +443,15 @@ class _Loop:
             train = new + random.Random(self.config.seed + i).sample(earlier, replay_n)
         if not train:
             raise HarnessError(f"iteration {i} has no training rows: the data step added none")
-        output = self._output_dir(loop_id) / f"iteration-{i}"
+        root = self._output_dir(loop_id)
+        output = root / f"iteration-{i}" if not repeat else root / f"seed-{repeat}" / f"iteration-{i}"
         if output.is_dir() and any((output / marker).is_file() for marker in ("adapter_config.json", "config.json")):
             # Training finished but the loop stopped before recording it: train again
             # (same seed, same data, same weights) rather than trust an unrecorded model.
             shutil.rmtree(output)
-        args = self.trainer_args.model_copy(update={"resume": True, "seed": self.config.seed})
+        args = self.trainer_args.model_copy(update={"resume": True, "seed": self.config.seed + repeat})
+        if self.config.train_seeds > 1:
+            self.reporter.log(f"training seed {self.config.seed + repeat} ({repeat + 1} of {self.config.train_seeds})")
         training_id, outcome = train_and_record(
             self.store, self.trainer, base=start, base_hash=start_hash, rows=train, output=output,
             args=args, prompt=self.suite.config.prompt, manifest_hash=manifest_hash, reporter=self.reporter,
@@ -433,29 +462,98 @@ class _Loop:
 
     def _decide(self, previous: Mapping[str, Any], row: Mapping[str, Any]) -> tuple[str, str, bool, dict[str, Any]]:
         main = self.suite.config.main
-        suite_cmp = compare_runs(self.queries, previous["eval_run_id"], row["eval_run_id"],
-                                 resamples=self.config.resamples, seed=self.config.seed)
+        seeds = row["checkpoint"].get("seeds") or []
+        suite_cmp = compare_seeds(self.queries, previous["eval_run_id"],
+                                  [row["eval_run_id"], *(e["eval_run_id"] for e in seeds)],
+                                  resamples=self.config.resamples, seed=self.config.seed,
+                                  cluster_by=self.suite.config.cluster_by)
         guard_cmp: list[MetricComparison] = []
         if self.guard is not None and previous.get("guard_run_id") and row.get("guard_run_id"):
-            guard_cmp = compare_runs(self.queries, previous["guard_run_id"], row["guard_run_id"],
-                                     resamples=self.config.resamples, seed=self.config.seed)
+            guard_cmp = compare_seeds(self.queries, previous["guard_run_id"],
+                                      [row["guard_run_id"], *(e["guard_run_id"] for e in seeds)],
+                                      resamples=self.config.resamples, seed=self.config.seed,
+                                      cluster_by=self.guard.config.cluster_by)
         guard_watch = set(self.config.guard_metrics or ([self.guard.config.main] if self.guard else []))
-        decision, reason = decide(
-            next(c for c in suite_cmp if c.metric == main),
-            [c for c in guard_cmp if c.metric in guard_watch],
+        main_cmp = next(c for c in suite_cmp if c.metric == main)
+        decision = decide(
+            main_cmp,
+            [GuardCheck(c, self._margin(self.guard, c)) for c in guard_cmp if c.metric in guard_watch],
             suite=self.suite.name,
             guard_suite=self.guard.name if self.guard else None,
             target=self._target(),
             alpha=self.config.alpha,
+            main_margin=self._margin(self.suite, main_cmp),
         )
         comparison = {
             "metrics": [_comparison_record(c) for c in suite_cmp],
             "guard": [_comparison_record(c) for c in guard_cmp],
+            "decision": {**decision.record, "planned": self._power(previous), "train_seeds": 1 + len(seeds),
+                         "seed_runs": [{"seed": self.config.seed, "eval_run_id": row["eval_run_id"],
+                                        "guard_run_id": row.get("guard_run_id")}]
+                         + [{k: e.get(k) for k in ("seed", "eval_run_id", "guard_run_id")} for e in seeds]},
             "clusters": self._cluster_progress(row),
             "issues": self._issue_counts(previous["eval_run_id"], row["eval_run_id"]),
         }
-        accepted = decision in ("continue", "target_met")
-        return decision, reason, accepted, comparison
+        accepted = decision.decision in ("continue", "target_met")
+        return decision.decision, decision.reason, accepted, comparison
+
+    def _power(self, previous: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Before training: the MDE of each metric the decision will test, from the last
+        accepted checkpoint's runs (`planned_mde`), beside its margin."""
+        from harness.comparison import planned_mde
+
+        watched = [(self.suite, previous.get("eval_run_id"), [self.suite.config.main])]
+        if self.guard is not None:
+            names = self.config.guard_metrics or [self.guard.config.main]
+            watched.append((self.guard, previous.get("guard_run_id"), names))
+        out = []
+        for suite, run_id, metrics in watched:
+            if not run_id:
+                continue
+            run = self.queries.run(run_id)
+            scores = {c.metric: c.value for c in self.queries.corpus_scores(run_id)}
+            for metric in metrics:
+                if metric not in scores:
+                    continue
+                mde = planned_mde(self.queries, run, metric, alpha=self.config.alpha,
+                                  resamples=self.config.resamples, seed=self.config.seed,
+                                  cluster_by=suite.config.cluster_by)
+                config = next((m for m in suite.config.metrics if m.name == metric), None)
+                margin = resolve_margin(config.margin if config else None, scores[metric] or 0.0)
+                out.append({"suite": suite.name, "metric": metric, "guard": suite is self.guard,
+                            "mde": mde, "margin": margin, "n": run.n_samples})
+        return out
+
+    def _power_lines(self, previous: Mapping[str, Any]) -> list[tuple[str, bool]]:
+        """What the decision can detect, and a warning where the suite is too small for it."""
+        lines = []
+        for p in self._power(previous):
+            if p["mde"] is None:
+                continue
+            where = f"{p['suite']} {p['metric']} ({p['n']} samples)"
+            lines.append((
+                f"power: {where} detects a change of {p['mde']:.3g} at alpha {self.config.alpha:g} with power 0.8 "
+                f"(an upper bound); margin {p['margin']:.3g}", False,
+            ))
+            if p["mde"] > p["margin"] and p["guard"]:
+                lines.append((
+                    f"the guard {where} is too small to show non-inferiority within its margin {p['margin']:.3g} "
+                    f"(MDE {p['mde']:.3g}): unless the checkpoints' errors correlate strongly, expect a rollback; "
+                    "give the guard more samples or a wider `margin:`", True,
+                ))
+            elif p["mde"] > p["margin"]:
+                lines.append((
+                    f"{where} cannot detect a gain of its margin {p['margin']:.3g} (MDE {p['mde']:.3g}): gains "
+                    "below the MDE will read as underpowered; give the suite more samples", True,
+                ))
+        return lines
+
+    @staticmethod
+    def _margin(suite: Suite | None, comparison: MetricComparison) -> float:
+        """The metric's margin in its units, against the earlier checkpoint's score."""
+        config = next((m for m in suite.config.metrics if m.name == comparison.metric), None) if suite else None
+        baseline = comparison.test.score_a if comparison.test is not None else 0.0
+        return resolve_margin(config.margin if config else None, baseline)
 
     def _cluster_progress(self, row: Mapping[str, Any]) -> list[dict[str, Any]]:
         """How many members of each targeted cluster still fail on the new checkpoint."""
@@ -523,42 +621,138 @@ class _Loop:
             self.reporter.log(f"[yellow]plugin {failure.plugin!r} failed in {failure.hook}: {failure.message}[/]")
 
 
+DECISION_RULE = 2
+"""The version of the rule `decide` applies, stored with every decision.
+
+1 (decisions stored without a number): paired tests resampling samples; rollback when
+  the main metric or a guard metric got significantly worse; no multiplicity correction.
+2: tests resample clusters of grouped samples; Holm across the tests one decision looks
+  at; a guard passes only when non-inferior within its margin; a no_gain that cannot rule
+  out a gain of the margin is called underpowered."""
+
+STOPPING = ("rollback", "no_gain", "underpowered", "target_met")
+
+
+@dataclass
+class GuardCheck:
+    """A guard metric judged by non-inferiority: its change must be shown above -margin."""
+
+    comparison: MetricComparison
+    margin: float
+    """In the metric's units (see `harness.suite.resolve_margin`)."""
+
+
+@dataclass
+class Decision:
+    decision: str
+    reason: str
+    record: dict[str, Any]
+    """What the decision rested on (stored with it): rule, alpha, Holm's adjusted
+    p-values, each guard's margin, interval and verdict, the main metric's margin."""
+
+
+def _better(c: MetricComparison) -> tuple[float, float, float]:
+    """The change and its interval, signed so that positive is better."""
+    t = c.test
+    assert t is not None
+    if c.higher_is_better:
+        return t.difference, t.ci_low, t.ci_high
+    return -t.difference, -t.ci_high, -t.ci_low
+
+
 def decide(
     main: MetricComparison,
-    guard: Sequence[MetricComparison],
+    guard: Sequence[GuardCheck],
     *,
     suite: str,
     guard_suite: str | None = None,
     target: float | None,
     alpha: float = 0.05,
-) -> tuple[str, str]:
-    """The decision after comparing a new checkpoint with the last accepted one.
+    main_margin: float | None = None,
+) -> Decision:
+    """The decision after comparing a new checkpoint with the last accepted one (rule 2).
 
-    "Significant" is `MetricComparison.significant`: p < alpha and, for the bootstrap,
-    a 95% interval of the change that excludes 0."""
+    1. Holm: the main metric's test and every guard metric's are one family; the main
+       metric improved (or got worse) only when its Holm-adjusted p < alpha and its
+       interval excludes 0 (`MetricComparison.significant`).
+    2. rollback when the main metric got worse, or when a guard metric's interval of the
+       change (95%, in its better direction) reaches below -margin: forgetting within the
+       margin is not ruled out. Requiring every guard at once is an intersection-union
+       test (Berger 1982): it keeps its level without a correction.
+    3. target_met when the main metric reaches the target; continue when it improved.
+    4. Otherwise no_gain when the interval rules out a gain of `main_margin`, and
+       underpowered when it does not (the suite is too small to tell)."""
+    from harness.stats import holm
+
+    record: dict[str, Any] = {"rule": DECISION_RULE, "alpha": alpha, "family": [], "guards": []}
+    tested = [(suite, main)] + [(guard_suite or "guard", g.comparison) for g in guard if g.comparison.test]
+    family = [(name, c) for name, c in tested if c.test is not None]
+    adjusted = holm([c.test.decision_p for _, c in family])  # type: ignore[union-attr]
+    holm_p = {id(c): p for (_, c), p in zip(family, adjusted)}
+    for (name, c), p in zip(family, adjusted):
+        record["family"].append(
+            {"suite": name, "metric": c.metric, "p": c.test.decision_p, "p_holm": p}  # type: ignore[union-attr]
+        )
     test = main.test
     if test is None:
-        return "no_gain", f"{suite} {main.metric} could not be tested: {main.not_tested}"
+        return Decision("no_gain", f"{suite} {main.metric} could not be tested: {main.not_tested}", record)
+    p_main = holm_p[id(main)]
     change = (
         f"{main.metric} {test.score_a:.4g} -> {test.score_b:.4g} "
-        f"(p={test.p_value:.3g}, change {test.difference:+.3g}, 95% CI [{test.ci_low:+.3g}, {test.ci_high:+.3g}])"
+        f"(change {test.difference:+.3g}, 95% CI [{test.ci_low:+.3g}, {test.ci_high:+.3g}], "
+        f"p={test.p_value:.3g}, Holm p={p_main:.3g}, over {main.resampled})"
     )
-    outcome = main.outcome(alpha)
+    outcome = main.outcome(alpha, p_main)
+    record["main"] = {"metric": main.metric, "outcome": outcome, "margin": main_margin, "mde": test.mde}
     if outcome == "worse":
-        return "rollback", f"{suite} got significantly worse: {change}"
+        return Decision("rollback", f"{suite} got significantly worse: {change}", record)
+    failed = None
     for g in guard:
-        if g.outcome(alpha) == "worse" and g.test is not None:
-            return "rollback", (
-                f"the guard suite {guard_suite} got significantly worse (forgetting): "
-                f"{g.metric} {g.test.score_a:.4g} -> {g.test.score_b:.4g} (p={g.test.p_value:.3g})"
-            )
+        entry = _guard_entry(g, holm_p, alpha)
+        record["guards"].append(entry)
+        if entry["verdict"] == "inferior" and failed is None:
+            failed = (g, entry)
+    if failed is not None:
+        g, entry = failed
+        t = g.comparison.test
+        assert t is not None
+        low = entry["ci_better"][0]
+        return Decision("rollback", (
+            f"the guard suite {guard_suite} may have got worse (forgetting not ruled out): {g.comparison.metric} "
+            f"{t.score_a:.4g} -> {t.score_b:.4g}, change {t.difference:+.3g}, 95% CI "
+            f"[{t.ci_low:+.3g}, {t.ci_high:+.3g}]: a loss of {-low:.3g} is possible, beyond the margin {g.margin:.3g}"
+        ), record)
     if target is not None:
         reached = test.score_b >= target if main.higher_is_better else test.score_b <= target
         if reached:
-            return "target_met", f"{change} reaches the target {target:g}"
+            return Decision("target_met", f"{change} reaches the target {target:g}", record)
     if outcome == "better":
-        return "continue", f"{suite} improved: {change}"
-    return "no_gain", f"no significant gain on {suite}: {change}"
+        return Decision("continue", f"{suite} improved: {change}", record)
+    best = _better(main)[2]
+    if main_margin is not None and best >= main_margin:
+        return Decision("underpowered", (
+            f"no significant gain on {suite}, but a gain of {best:.3g} is not ruled out, more than the margin "
+            f"{main_margin:.3g} (MDE {test.mde:.3g}): the suite is too small to tell; {change}"
+        ), record)
+    return Decision("no_gain", f"no significant gain on {suite}: {change}", record)
+
+
+def _guard_entry(g: GuardCheck, holm_p: Mapping[int, float], alpha: float) -> dict[str, Any]:
+    c, t = g.comparison, g.comparison.test
+    entry: dict[str, Any] = {"metric": c.metric, "margin": g.margin}
+    if t is None:
+        return {**entry, "verdict": "not tested", "why": c.not_tested}
+    change, low, high = _better(c)
+    return {
+        **entry,
+        "change": t.difference,
+        "ci": [t.ci_low, t.ci_high],
+        "ci_better": [low, high],
+        "p_holm": holm_p.get(id(c)),
+        "significantly_worse": c.outcome(alpha, holm_p.get(id(c))) == "worse",
+        "verdict": "non-inferior" if low > -g.margin else "inferior",
+        "resampled": c.resampled,
+    }
 
 
 def _comparison_record(c: MetricComparison) -> dict[str, Any]:
@@ -574,6 +768,9 @@ def _comparison_record(c: MetricComparison) -> dict[str, Any]:
         "p_value": t.p_value if t else None,
         "ci": [t.ci_low, t.ci_high] if t else None,
         "mde": t.mde if t else None,
+        "seeds": t.seeds if t else None,
+        "resampled": c.resampled if t else None,
+        "clusters": t.clusters if t else None,
         "fixed": len(c.fixed),
         "broken": len(c.broken),
         "not_tested": c.not_tested or None,

@@ -95,6 +95,8 @@ class RunInfo:
     finished_at: datetime | None
     generation_s: float | None
     scoring_s: float | None
+    cluster_by: str | None = None
+    """The suite's cluster_by when it ran (None: the rows' group)."""
 
     @property
     def duration_s(self) -> float | None:
@@ -324,6 +326,9 @@ class IterationInfo:
     rows_total: int | None = None
     training_seconds: float | None = None
     training_steps: int | None = None
+    decision_rule: int | None = None
+    """The rule the decision was taken under (`harness.loop.DECISION_RULE`); None: rule 1,
+    decided before rules were numbered."""
 
 
 # ---------------------------------------------------------------------------
@@ -455,6 +460,26 @@ class Queries:
             values=_floats(table.column("value")),
             stats=_matrix(table.column("stats"), metric),
         )
+
+    def sample_clusters(self, run_id: int, sample_ids: Sequence[str], cluster_by: str | None) -> np.ndarray:
+        """Cluster labels (see `harness.stats.cluster_labels`) of the run's samples, in the
+        order of `sample_ids`, from their stored group, tags and metadata."""
+        from harness.stats import cluster_labels, sample_cluster_key
+
+        rows = self.store.query(
+            "SELECT sample_id, group_id, tags, metadata FROM samples WHERE run_id = ?", [run_id]
+        )
+        by_id = {r["sample_id"]: r for r in rows}
+        keys: list[Any] = []
+        for sample_id in sample_ids:
+            row = by_id.get(sample_id)
+            if row is None:
+                keys.append(None)
+                continue
+            metadata = row["metadata"]
+            metadata = json.loads(metadata) if isinstance(metadata, str) else (metadata or {})
+            keys.append(sample_cluster_key(cluster_by, row["group_id"], row["tags"] or [], metadata))
+        return cluster_labels(keys)
 
     def paired_stats(self, run_a: int, run_b: int, metric: str) -> PairedStats:
         """A metric's statistics on the samples both runs scored, aligned by sample id."""

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from harness.components import Detector, Metric, Needs
 from harness.registry import Registry
-from harness.stats import bootstrap_ci
+from harness.stats import bootstrap_ci, cluster_labels, sample_cluster_key
 from harness.suite import DetectorConfig, MetricConfig, Suite, validate_args
 from harness.types import ComponentError, Issue, Item, MetricOutcome, ScoringResult
 
@@ -129,7 +129,10 @@ def score_metric(
     confidence: float = 0.95,
     resamples: int = 1000,
     seed: int = 0,
+    cluster_by: str | None = None,
 ) -> tuple[MetricOutcome, list[ComponentError]]:
+    """A metric over the items, with a bootstrap interval that resamples the suite's
+    clusters (`cluster_by`, see `harness.stats.sample_cluster_key`) when it has any."""
     metric, args = resolved.metric, resolved.args
 
     def stats_of(batch: Sequence[Item]) -> np.ndarray:
@@ -154,7 +157,12 @@ def score_metric(
             errors.extend(_non_finite_values(values, [item for item, _ in kept], resolved))
             hook = "Metric.from_statistics"
             corpus = float(score(stats.sum(axis=0)))
-            low, high = bootstrap_ci(stats, score, confidence=confidence, resamples=resamples, seed=seed)
+            clusters = cluster_labels(
+                [sample_cluster_key(cluster_by, i.sample.group, i.sample.tags, i.sample.metadata) for i, _ in kept]
+            )
+            low, high = bootstrap_ci(
+                stats, score, confidence=confidence, resamples=resamples, seed=seed, clusters=clusters
+            )
         except Exception as exc:
             errors.append(_corpus_error(resolved, hook, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
             if values.shape != (len(kept),):
@@ -278,12 +286,13 @@ def score_items(
     confidence: float = 0.95,
     resamples: int = 1000,
     seed: int = 0,
+    cluster_by: str | None = None,
 ) -> ScoringResult:
     """Every metric and detector over every item, and the failing samples."""
     result = ScoringResult()
     for resolved in components.metrics:
         outcome, errors = score_metric(
-            resolved, items, confidence=confidence, resamples=resamples, seed=seed
+            resolved, items, confidence=confidence, resamples=resamples, seed=seed, cluster_by=cluster_by
         )
         result.metrics.append(outcome)
         result.errors.extend(errors)

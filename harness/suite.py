@@ -22,8 +22,11 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -45,6 +48,57 @@ class MetricConfig(BaseModel):
     """The corpus score the suite should reach; the report shows pass or fail against it."""
     sample_threshold: float | None = None
     """A sample scoring worse than this (in the metric's direction) is a failure."""
+    margin: float | str | None = None
+    """The smallest change of the corpus score that matters: absolute (1.5) or relative to
+    the baseline's score ("2%"). A guard suite passes only when the confidence interval
+    of the change stays above -margin (non-inferiority); unset, DEFAULT_MARGIN applies."""
+
+    @field_validator("margin")
+    @classmethod
+    def _margin_form(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                share = float(text[:-1]) if text.endswith("%") else None
+            except ValueError:
+                share = None
+            if share is None or not 0 <= share < 100:
+                raise ValueError(f"margin {value!r} must be a number (1.5) or a percentage (\"2%\")")
+            return text
+        if value is not None and value < 0:
+            raise ValueError(f"margin {value} must not be negative")
+        return value
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_margin(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        # Without a margin the stored metric settings (and so the run fingerprints)
+        # stay as they were before margins existed.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("margin") is None:
+            data.pop("margin", None)
+        return data
+
+    def margin_for(self, baseline: float) -> float:
+        """The margin in the metric's units, for a baseline corpus score."""
+        return resolve_margin(self.margin, baseline)
+
+
+DEFAULT_MARGIN = "5%"
+"""The margin of a metric that sets none: a loss of 5% of the baseline's score. A convention
+(there is no universal value): small enough that a fine-tune within it keeps nearly all
+general ability, wide enough that a guard suite of about 100 samples can show it on a
+clear case. Set `margin:` per metric where the stakes are known."""
+
+
+def resolve_margin(margin: float | str | None, baseline: float) -> float:
+    """An absolute margin: `margin` itself, or its share of |baseline| for a percentage."""
+    margin = DEFAULT_MARGIN if margin is None else margin
+    if isinstance(margin, str):
+        return abs(baseline) * float(margin.strip()[:-1]) / 100
+    return float(margin)
+
+
+CLUSTER_BY_FORMS = ("group", "none", "tag:PREFIX", "metadata.FIELD")
 
 
 class DetectorConfig(BaseModel):
@@ -85,6 +139,10 @@ class SuiteConfig(BaseModel):
     """JSONL of candidate training rows (instruction, input, output) for targeted data."""
     plugins: list[str] = Field(default_factory=list)
     """Plugin files (relative to the suite) that provide components this suite uses."""
+    cluster_by: str | None = Field(None, pattern=r"^(group|none|tag:.+|metadata\..+)$")
+    """Which samples are not independent, so that confidence intervals and paired tests
+    resample them together: `group` (the rows' `group`, the default when any row has one),
+    `tag:PREFIX` (the first tag starting with PREFIX), `metadata.FIELD`, or `none`."""
 
     @field_validator("version", mode="before")
     @classmethod

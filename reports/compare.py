@@ -92,8 +92,11 @@ class CompareReport(ReportView):
                     f"metrics scored in only one run are left out: {', '.join(missing)}", "neutral"
                 )
             )
+        cluster_by = b.cluster_by or a.cluster_by
         comparisons = [
-            compare_metric(queries, a, b, scores_a[m], scores_b[m], resamples=resamples, seed=seed)
+            compare_metric(
+                queries, a, b, scores_a[m], scores_b[m], resamples=resamples, seed=seed, cluster_by=cluster_by
+            )
             for m in shared
         ]
         for c in comparisons:
@@ -309,7 +312,7 @@ def metrics_table(
                 _p(t.p_value),
                 "–" if not math.isfinite(t.mde) else f"{t.mde:.{places}f}",
                 verdict(c),
-                "McNemar" if t.test.startswith("mcnemar") else "bootstrap",
+                "McNemar" if t.test.startswith("mcnemar") else f"bootstrap over {c.resampled}",
                 Interval(t.difference, t.ci_low, t.ci_high),
             ]
         )
@@ -330,8 +333,19 @@ def metrics_table(
         caption=(
             f"p: two-sided; paired bootstrap as sacrebleu computes it ({resamples} resamples, seed "
             f"{seed}), or McNemar's exact test for 0/1 metrics. MDE: the smallest difference this "
-            f"many samples detect at alpha {ALPHA} with power 0.8."
+            f"many samples detect at alpha {ALPHA} with power 0.8. {_resampling_note(comparisons)}"
         ),
+    )
+
+
+def _resampling_note(comparisons: Sequence[MetricComparison]) -> str:
+    """Say what the tests resampled: grouped samples are not independent."""
+    clustered = {c.resampled for c in comparisons if c.test is not None and c.test.clusters is not None}
+    if not clustered:
+        return "Resampled: samples (no sample groups)."
+    return (
+        f"Resampled: {', '.join(sorted(clustered))}, so that correlated samples count once; "
+        "0/1 metrics use the cluster bootstrap instead of McNemar."
     )
 
 
@@ -398,6 +412,9 @@ def comparison_data(c: MetricComparison) -> dict[str, Any]:
         "ci_high": t.ci_high if t else None,
         "p_value": t.p_value if t else None,
         "mde": t.mde if t else None,
+        "resampled": c.resampled if t else None,
+        "clusters": t.clusters if t else None,
+        "cluster_by": c.cluster_by or "group",
         "significant": c.significant() if t else None,
         "verdict": verdict(c).text,
         "criterion": c.criterion or None,

@@ -36,6 +36,7 @@ _DECISION_TONES = {
     "continue": "good",
     "target_met": "good",
     "no_gain": "neutral",
+    "underpowered": "warn",
     "rollback": "bad",
 }
 
@@ -75,6 +76,10 @@ class HistoryReport(ReportView):
                 continue
             sub = section.section(f"Iteration {it.iteration}: {it.decision}")
             sub.add(Paragraph(Text(it.reason or "", kind="strong")))
+            sub.add(Paragraph(Text(_rule_line(it), kind="muted")))
+            guards = (it.comparison.get("decision") or {}).get("guards") or []
+            if guards:
+                sub.add(_guards_table(guards))
             metrics = it.comparison.get("metrics", []) + it.comparison.get("guard", [])
             if metrics:
                 sub.add(_comparison_table(it))
@@ -240,6 +245,41 @@ def _comparison_table(it: IterationInfo) -> Table:
          Column("MDE", numeric=True, wide_only=True), Column("fixed / broken")],
         rows,
         title=f"compared with iteration {it.compared_to}",
+    )
+
+
+_OLD_RULE = (
+    "decided under rule 1 (before this version): samples resampled one by one, the guard rolled back "
+    "only on a significant drop, no correction for several tests"
+)
+
+
+def _rule_line(it: IterationInfo) -> str:
+    """Which rule took the decision: old decisions stay as they were made."""
+    if it.decision_rule is None:
+        return _OLD_RULE
+    record = it.comparison.get("decision") or {}
+    family = record.get("family") or []
+    holm = ", ".join(f"{f['suite']} {f['metric']} p={f['p']:.3g} → {f['p_holm']:.3g}" for f in family)
+    return (
+        f"decided under rule {it.decision_rule}: clustered paired tests, non-inferiority guards, "
+        f"Holm across {len(family)} test(s) at alpha {record.get('alpha', 0.05):g}" + (f" ({holm})" if holm else "")
+    )
+
+
+def _guards_table(guards: list[dict[str, Any]]) -> Table:
+    rows = []
+    for g in guards:
+        ci = g.get("ci")
+        rows.append([
+            g["metric"], g.get("change"), f"[{ci[0]:+.3g}, {ci[1]:+.3g}]" if ci else "–",
+            g.get("margin"), g.get("verdict"), g.get("resampled") or "–",
+        ])
+    return Table(
+        [Column("guard metric"), Column("change", numeric=True, format="+.4g"), Column("95% CI", numeric=True),
+         Column("margin", numeric=True, format=".3g"), Column("verdict"), Column("resampled", wide_only=True)],
+        rows,
+        title="non-inferiority: the guard passes when its interval stays above -margin",
     )
 
 

@@ -33,9 +33,11 @@ from harness import (
     Spark,
     Table,
     Text,
+    describe_clustering,
     format_value,
     histogram,
     hookimpl,
+    planned_mde,
 )
 
 OUTPUT_CHARS = 600
@@ -85,7 +87,8 @@ class RunReport(ReportView):
 
         section = doc.section("Metrics")
         if scores:
-            section.add(metrics_table(scores, values, info.main_metric))
+            mdes = {s.metric: planned_mde(queries, info, s.metric) for s in scores}
+            section.add(metrics_table(scores, values, info.main_metric, mdes, resampled_units(queries, info)))
         else:
             section.add(Paragraph(Text("no scores stored for this run", kind="muted")))
 
@@ -252,7 +255,26 @@ def metric_name(name: str, higher_is_better: bool, main: str) -> str:
     return f"{name} {'↑' if higher_is_better else '↓'}" + (" (main)" if name == main else "")
 
 
-def metrics_table(scores: Sequence[CorpusScore], values: dict[str, Any], main: str) -> Table:
+def resampled_units(queries: Queries, info: Any) -> str:
+    """What the run's bootstrap resampled: 'samples' or '35 clusters (by group)'."""
+    ids = queries.store.query("SELECT sample_id FROM samples WHERE run_id = ?", [info.run_id])
+    labels = queries.sample_clusters(info.run_id, [r["sample_id"] for r in ids], info.cluster_by)
+    groups = int(labels.max()) + 1 if len(labels) else 0
+    if groups >= len(labels):
+        return "samples"
+    return f"{groups} clusters of samples ({describe_clustering(info.cluster_by)})"
+
+
+def metrics_table(
+    scores: Sequence[CorpusScore],
+    values: dict[str, Any],
+    main: str,
+    mdes: dict[str, float | None] | None = None,
+    resampled: str = "samples",
+) -> Table:
+    """`mdes`: each metric's minimum detectable effect for a paired comparison against
+    this run (`harness.comparison.planned_mde`)."""
+    mdes = mdes or {}
     rows = []
     for s in scores:
         if s.passed is None:
@@ -269,6 +291,7 @@ def metrics_table(scores: Sequence[CorpusScore], values: dict[str, Any], main: s
                 metric_name(s.metric, s.higher_is_better, main),
                 s.value,
                 interval,
+                mdes.get(s.metric),
                 s.target,
                 result,
                 s.n,
@@ -284,13 +307,18 @@ def metrics_table(scores: Sequence[CorpusScore], values: dict[str, Any], main: s
             Column("metric"),
             Column("value", numeric=True),
             Column(f"{confidence:.0%} CI", numeric=True),
+            Column("MDE", numeric=True),
             Column("target", numeric=True),
             Column("result"),
             Column("n", numeric=True),
             Column("per sample", wide_only=True),
         ],
         rows,
-        caption="CI: percentile bootstrap over samples. ↑ higher is better, ↓ lower is better.",
+        caption=(
+            f"CI: percentile bootstrap over {resampled}. MDE: the smallest change a paired comparison "
+            "with this run detects at alpha 0.05 and power 0.8 (an upper bound: it assumes the other "
+            "run's errors independent of this one's). ↑ higher is better, ↓ lower is better."
+        ),
     )
 
 

@@ -10,6 +10,7 @@ from scipy import stats as scipy_stats
 from harness.components import mean_from_statistics
 from harness.plugins.metrics import Bleu, BleuArgs, Chrf, ChrfArgs
 from harness.stats import (
+    PairedTest,
     bootstrap_ci,
     mcnemar,
     mcnemar_mde,
@@ -219,3 +220,71 @@ def test_minimum_detectable_effect_shrinks_like_one_over_root_n() -> None:
 
     small, large = mde(200), mde(3200)
     assert large == pytest.approx(small / 4, rel=0.25)
+
+
+def test_cluster_labels_number_groups_in_order_and_keep_ungrouped_samples_alone() -> None:
+    from harness.stats import cluster_labels
+
+    labels = cluster_labels(["q1", None, "q2", "q1", None, "q2"])
+    assert labels.tolist() == [0, 1, 2, 0, 3, 2]
+
+
+def test_singleton_clusters_draw_exactly_as_the_plain_bootstrap() -> None:
+    rng = np.random.default_rng(3)
+    a = np.column_stack([rng.random(40), np.ones(40)])
+    b = np.column_stack([rng.random(40) + 0.1, np.ones(40)])
+    plain = paired_bootstrap(a, b, mean_from_statistics, seed=5)
+    alone = paired_bootstrap(a, b, mean_from_statistics, seed=5, clusters=np.arange(40))
+    assert (plain.ci_low, plain.ci_high, plain.p_value) == (alone.ci_low, alone.ci_high, alone.p_value)
+    assert plain.clusters is None and plain.resampled == "samples"
+    assert bootstrap_ci(a, mean_from_statistics) == bootstrap_ci(a, mean_from_statistics, clusters=np.arange(40))
+
+
+def test_clustered_intervals_are_wider_for_correlated_samples() -> None:
+    """Ten copies of each of 20 items: resampling samples thinks there are 200 independent
+    ones, resampling the 20 clusters knows there are 20."""
+    rng = np.random.default_rng(0)
+    values = np.repeat(rng.random(20), 10)
+    stats = np.column_stack([values, np.ones(200)])
+    labels = np.repeat(np.arange(20), 10)
+    low, high = bootstrap_ci(stats, mean_from_statistics)
+    clow, chigh = bootstrap_ci(stats, mean_from_statistics, clusters=labels)
+    assert (chigh - clow) > 2.5 * (high - low)
+    shifted = np.column_stack([values + rng.normal(0, 0.05, 20).repeat(10), np.ones(200)])
+    test = paired_bootstrap(stats, shifted, mean_from_statistics, clusters=labels)
+    assert test.clusters == 20 and test.resampled == "20 clusters" and test.n == 200
+
+
+def test_holm_matches_the_step_down_definition() -> None:
+    from harness.stats import holm
+
+    # Holm (1979): sorted p (0.01, 0.02, 0.04) times (3, 2, 1), running maximum.
+    assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])
+    assert holm([]) == []
+
+
+def test_single_run_mde_is_the_independent_pairs_bound() -> None:
+    from harness.stats import single_run_mde
+
+    rng = np.random.default_rng(1)
+    values = rng.random(400)
+    stats = np.column_stack([values, np.ones(400)])
+    se = values.std(ddof=1) / np.sqrt(400)
+    z = scipy_stats.norm.ppf(0.975) + scipy_stats.norm.ppf(0.8)
+    assert single_run_mde(stats, mean_from_statistics) == pytest.approx(z * np.sqrt(2) * se, rel=0.1)
+
+
+def test_seed_variance_widens_the_interval_and_weakens_the_test() -> None:
+    from harness.stats import with_seed_variance
+
+    test = PairedTest("paired bootstrap", 10.0, 12.0, 2.0, 0.001, 1.0, 3.0, 1.4, 100)
+    agreeing = with_seed_variance(test, [2.0, 2.0, 2.0])
+    assert (agreeing.ci_low, agreeing.ci_high) == pytest.approx((1.0, 3.0), abs=1e-6)
+    assert agreeing.seeds == 3 and agreeing.p_value < 0.05
+    spread = with_seed_variance(test, [0.0, 4.0, 2.0])
+    # Total variance: ((3 - 1) / 3.92)^2 + var(0, 4, 2) / 3 = 0.26 + 1.33.
+    se = np.sqrt((2 / (2 * scipy_stats.norm.ppf(0.975))) ** 2 + 4.0 / 3)
+    assert spread.ci_high - spread.ci_low == pytest.approx(2 * scipy_stats.norm.ppf(0.975) * se)
+    assert spread.ci_low < 0 and spread.decision_p > 0.05
+    assert with_seed_variance(test, [2.0]) is test

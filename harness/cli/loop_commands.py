@@ -33,6 +33,9 @@ from harness.cli.params import OUTPUT_DIR, SEED, SIGNIFICANCE
 @click.option("--guard-limit", type=click.IntRange(min=1), help="Evaluate only the first N samples of the guard suite.")
 @click.option("--alpha", default=0.05, show_default=True, type=SIGNIFICANCE, help="Significance level of the decisions.")
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Seeds data selection, training and sampling.")
+@click.option("--train-seeds", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Adapters trained per iteration (seeds seed, seed+1, ...): the decision counts the spread "
+              "between them; costs K times the training and evaluation.")
 @click.option("--prices", type=click.Path(dir_okay=False, path_type=Path), envvar="HARNESS_PRICES",
               help="Price table for cost estimates (see harness/prices.yaml).")
 @click.option("--output-dir", type=OUTPUT_DIR, help="Where checkpoints go (default: beside the store).")
@@ -59,6 +62,7 @@ def loop_command(
     guard_limit: int | None,
     alpha: float,
     seed: int,
+    train_seeds: int,
     prices: Path | None,
     output_dir: Path | None,
     report: bool,
@@ -100,6 +104,7 @@ def loop_command(
         guard_limit=guard_limit,
         alpha=alpha,
         seed=seed,
+        train_seeds=train_seeds,
     )
     plugins = state.load_plugins()
     with state.writer() as store:

@@ -8,6 +8,9 @@ answers each eval sample from `ScriptedBackend.references` according to the chec
     good-N          the reference for the first N words in sorted order, the input otherwise
     poisoned        "no" to everything
     same            as no adapter
+
+A plan entry "A|B" makes checkpoint A with training seed 0 and B with seed 1 (for
+--train-seeds).
 """
 
 from __future__ import annotations
@@ -69,6 +72,9 @@ class ScriptedTrainer(Trainer):
     def train(self, base, train, validation, output_dir, args, *, prompt, progress=None):
         iteration = int(Path(output_dir).name.split("-")[-1])
         plan = args.plan[iteration - 1] if iteration - 1 < len(args.plan) else "same"
+        if "|" in plan:  # one checkpoint per training seed: "good-30|same"
+            choices = plan.split("|")
+            plan = choices[args.seed % len(choices)]
         if plan == "crash":
             raise RuntimeError("the machine went away mid-training")
         name = "poisoned" if any("POISON" in row.output for row in train) else plan

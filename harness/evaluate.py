@@ -282,6 +282,7 @@ def _run_header(
         "git_revision": environment.git_revision(),
         "host": environment.hostname(),
         "n_samples": len(suite.samples),
+        "split": suite.split_name,
         "label": options.label,
         "status": "running",
         "started_at": utcnow(),

@@ -88,6 +88,8 @@ class RunInfo:
     finished_at: datetime | None
     generation_s: float | None
     scoring_s: float | None
+    split: str | None = None
+    """The suite's split the run evaluated; None for the whole suite (and older runs)."""
 
     @property
     def duration_s(self) -> float | None:
@@ -126,6 +128,7 @@ class RunListing:
     label: str | None
     started_at: datetime
     failures: int
+    split: str | None = None
 
 
 @dataclass(frozen=True)
@@ -394,7 +397,7 @@ class Queries:
             """
             SELECT r.run_id, r.suite_name, r.suite_version, r.model_path, r.adapter_path, r.status,
                    r.n_samples, r.main_metric, c.value AS main_value, r.label, r.started_at,
-                   coalesce(f.failures, 0) AS failures
+                   coalesce(f.failures, 0) AS failures, r.split
             FROM runs r
             LEFT JOIN corpus_scores c ON c.run_id = r.run_id AND c.metric = r.main_metric
             LEFT JOIN (SELECT run_id, count(*) AS failures FROM failures GROUP BY run_id) f

@@ -15,6 +15,7 @@ from harness.loop import LoopConfig, decide, run_loop
 from harness.plugin_manager import load_plugins
 from harness.reporting import build_report
 from harness.stats import PairedTest
+from harness.suite import load_suite
 
 PLUGIN = Path(__file__).parent / "data" / "plugins" / "scripted_loop.py"
 WORDS = [f"term{i:02d}" for i in range(30)]
@@ -126,9 +127,20 @@ def test_an_improving_loop_records_linked_iterations(suites, plugins, harness_st
         assert comparison["metrics"][0]["metric"] == "chrf" and comparison["metrics"][0]["p_value"] < 0.05
         assert comparison["guard"][0]["difference"] == 0
         assert sum(c["fixed"] for c in comparison["clusters"]) > 0
-    # Iteration 1 fixed the first 15 words: the clusters it targeted say so.
+    # Iteration 1 fixed the first 15 words: the clusters it targeted (the mining split's
+    # failures only) say so.
+    dev = {sample.id for sample in load_suite(suites["target"]).split("dev").samples}
+    fixed = len(dev & set(sorted(WORDS)[:15]))
     first = json.loads(rows[1]["comparison"])["clusters"]
-    assert sum(c["fixed"] for c in first) == 15 and sum(c["still_failing"] for c in first) == 15
+    assert sum(c["fixed"] for c in first) == fixed and sum(c["still_failing"] for c in first) == len(dev) - fixed
+    assert 0 < fixed < len(dev) == 15
+    # Both splits are evaluated each iteration; the decision used the held-out one.
+    for row in rows:
+        runs = harness_store.query(
+            "SELECT split, run_id FROM runs WHERE run_id IN (?, ?)", [row["eval_run_id"], row["mining_run_id"]]
+        )
+        splits = {r["split"]: r["run_id"] for r in runs}
+        assert splits == {"test": row["eval_run_id"], "dev": row["mining_run_id"]}
 
     # Retrained from the base each time on the grown dataset (LLM2LLM's default).
     calls = scripted_module(plugins).ScriptedTrainer.calls
@@ -146,7 +158,7 @@ def test_history_report_shows_iterations_and_the_overall_change(suites, plugins,
     doc = build_report(harness_store, "history", plugins=plugins, loop=result.loop_id)
     data = doc.data
     assert [it["decision"] for it in data["iterations"]] == ["baseline", "continue", "continue"]
-    change = {m["metric"]: m for m in data["change"]["metrics"] if m["suite"] == "suite"}
+    change = {m["metric"]: m for m in data["change"]["metrics"] if m["suite"] == "test"}
     assert change["chrf"]["outcome"] == "better" and change["chrf"]["after"] == pytest.approx(100.0)
     from harness.render import render
 
@@ -228,7 +240,7 @@ def test_resume_continues_the_same_loop_without_redoing_finished_steps(suites, p
     # resumed run added only iteration 1's evaluations and iteration 2's work.
     first = harness_store.query("SELECT eval_run_id, clustering_id FROM iterations WHERE iteration <= 1 ORDER BY iteration")
     assert first[0]["eval_run_id"] <= before["runs"] and first[1]["clustering_id"] <= before["clusterings"]
-    assert harness_store.scalar("SELECT count(*) FROM runs") == before["runs"] + 4  # suite + guard, twice
+    assert harness_store.scalar("SELECT count(*) FROM runs") == before["runs"] + 6  # dev, test and guard, twice
     assert harness_store.scalar("SELECT count(*) FROM clusterings") == before["clusterings"] + 1
     assert harness_store.scalar("SELECT count(*) FROM loops") == 1
 

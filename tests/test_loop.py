@@ -4,6 +4,7 @@ rollback on a planted regression, and the history report."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -287,3 +288,111 @@ def test_decide_needs_p_and_an_interval_that_excludes_zero() -> None:
     decision, reason = decide(_comparison(10, 12, 0.01, 0.5, 3.5), [guard], suite="s", guard_suite="general", target=None)
     assert decision == "rollback" and "forgetting" in reason
     assert decide(_comparison(10, 12, 0.2, -1, 4), [], suite="s", target=11)[0] == "target_met"
+
+
+# -- the held-out split never steers selection ------------------------------------------
+
+ZEBRAS = [f"zebra{i}" for i in range(6)]
+
+
+def zebra_reference(word: str) -> str:
+    return f"A striped wild horse of the African plains, the one called {word}."
+
+
+@pytest.fixture
+def planted(tmp_path: Path) -> dict[str, Path]:
+    """A suite whose dev split holds made-up terms and whose test split holds zebras; a
+    pool with rows near each. Mining the test split would pull zebra rows into the data."""
+    root = tmp_path / "planted"
+    root.mkdir()
+    terms = WORDS[:6]
+    with open(root / "dev.jsonl", "w") as f:
+        for w in terms:
+            f.write(json.dumps({"id": w, "input": w, "reference": reference(w)}) + "\n")
+    with open(root / "test.jsonl", "w") as f:
+        for w in ZEBRAS:
+            f.write(json.dumps({"id": w, "input": w, "reference": zebra_reference(w)}) + "\n")
+    with open(root / "pool.jsonl", "w") as f:
+        for i in range(40):
+            f.write(json.dumps({"instruction": "Define the word.", "input": f"term{i:02d}x",
+                                "output": f"A made-up concept named term{i:02d}x, invented for row {i}."}) + "\n")
+            f.write(json.dumps({"instruction": "Define the word.", "input": f"zebra{i:02d}x",
+                                "output": f"A striped wild horse, zebra number {i} of the herd."}) + "\n")
+    head = ("version: 1\npool: pool.jsonl\ninstruction: Define the word.\nsplits:\n  dev: dev.jsonl\n"
+            "  test: test.jsonl\nmetrics:\n  - name: chrf\n    sample_threshold: 60\n")
+    (root / "suite.yaml").write_text("name: planted\n" + head)
+    # The same files with the roles swapped: the zebras are mined (the counterfactual).
+    swapped = tmp_path / "swapped"
+    shutil.copytree(root, swapped)
+    (swapped / "suite.yaml").write_text("name: swapped\n" + head + "mining_split: test\nheldout_split: dev\n")
+    return {"planted": root / "suite.yaml", "swapped": swapped / "suite.yaml"}
+
+
+class DataPathSpy:
+    """Records every sample id the loop's data path reads: the failures loaded for
+    clustering and data, and what each data request hands the source."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, plugins) -> None:
+        import harness.clustering
+        import harness.datasets
+
+        self.loaded: set[str] = set()
+        self.requested: set[str] = set()
+        self.suite_samples: set[str] = set()
+        original = harness.clustering.load_failures
+
+        def load_failures(store, run_id):
+            failures = original(store, run_id)
+            self.loaded.update(f.sample.id for f in failures)
+            return failures
+
+        monkeypatch.setattr(harness.clustering, "load_failures", load_failures)
+        monkeypatch.setattr(harness.datasets, "load_failures", load_failures)
+        source = plugins.registry.data_source("pool")
+        gather = source.gather
+
+        def spy_gather(request, args):
+            self.requested.update(request.cluster.members)
+            self.requested.update(f.sample.id for f in request.failures)
+            self.suite_samples.update(s.id for s in request.suite.samples)
+            return gather(request, args)
+
+        monkeypatch.setattr(source, "gather", spy_gather)
+
+    def seen(self) -> set[str]:
+        return self.loaded | self.requested | self.suite_samples
+
+
+def _zebra_rows(store, loop_id: int) -> int:
+    from harness.datasets import load_manifest_rows
+
+    digest = store.scalar("SELECT manifest_hash FROM iterations WHERE loop_id = ? AND iteration = 1", [loop_id])
+    return sum("zebra" in row.input for row in load_manifest_rows(store, digest))
+
+
+def test_the_loop_never_reads_held_out_samples_when_it_clusters_or_gathers_data(
+    planted, plugins, harness_store, monkeypatch
+) -> None:
+    scripted_module(plugins).ScriptedBackend.references = {
+        **{w: reference(w) for w in WORDS[:6]}, **{z: zebra_reference(z) for z in ZEBRAS}
+    }
+    settings = dict(guard=None, iterations=1, budget=12, featurizer="tfidf", clusterer_args={"min_cluster_size": 2},
+                    resamples=200, backend="scripted", model="base-model", trainer="scripted",
+                    trainer_args={"plan": ["same"]})
+    spy = DataPathSpy(monkeypatch, plugins)
+    result = run_loop(LoopConfig(suite=str(planted["planted"]), **settings), harness_store, plugins)
+    # The zebras fail on the held-out split, yet no step of the data path read them.
+    test_run = result.iterations[0].eval_run_id
+    assert set(ZEBRAS) <= {r["sample_id"] for r in harness_store.query("SELECT sample_id FROM failures WHERE run_id = ?", [test_run])}
+    assert spy.seen() and spy.seen() <= set(WORDS[:6])
+    assert _zebra_rows(harness_store, result.loop_id) == 0
+    # Curation still checked the rows against every split (the whole suite).
+    whole = load_suite(planted["planted"])
+    against = json.loads(harness_store.scalar("SELECT decontaminated_against FROM datasets"))
+    assert {"name": "planted", "hash": whole.hash} in against
+
+    # The counterfactual: mine the zebras instead, and they do steer the selection.
+    spy_swapped = DataPathSpy(monkeypatch, plugins)
+    swapped = run_loop(LoopConfig(suite=str(planted["swapped"]), **settings), harness_store, plugins)
+    assert spy_swapped.seen() <= set(ZEBRAS)
+    assert _zebra_rows(harness_store, swapped.loop_id) >= 6

@@ -8,7 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from harness.cli.main import main as cli_main
 from harness.comparison import MetricComparison
 from harness.errors import ConfigError, UnknownComponentError
 from harness.hookspecs import hookimpl
@@ -396,3 +398,46 @@ def test_the_loop_never_reads_held_out_samples_when_it_clusters_or_gathers_data(
     swapped = run_loop(LoopConfig(suite=str(planted["swapped"]), **settings), harness_store, plugins)
     assert spy_swapped.seen() <= set(ZEBRAS)
     assert _zebra_rows(harness_store, swapped.loop_id) >= 6
+
+
+def _downgrade_to_schema_3(path: Path) -> None:
+    """Make a store look as a harness before splits wrote it: no split columns, no
+    migration 0004, comparisons without the mining split."""
+    import duckdb
+
+    con = duckdb.connect(str(path))
+    for table, column in (("runs", "split"), ("loops", "mining_split"), ("loops", "heldout_split"),
+                          ("loops", "split_auto"), ("loops", "split_sizes"), ("iterations", "mining_run_id")):
+        con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    for loop_id, iteration, raw in con.execute("SELECT loop_id, iteration, comparison FROM iterations").fetchall():
+        if raw:
+            old = {k: v for k, v in json.loads(raw).items() if k in ("metrics", "guard", "clusters", "issues")}
+            con.execute("UPDATE iterations SET comparison = ? WHERE loop_id = ? AND iteration = ?",
+                        [json.dumps(old), loop_id, iteration])
+    con.execute("DELETE FROM schema_migrations WHERE version >= 4")
+    con.close()
+
+
+def test_a_store_from_before_splits_opens_and_its_history_reads(suites, plugins, tmp_path) -> None:
+    from harness.errors import HarnessError
+    from harness.store import Store
+
+    path = tmp_path / "old.duckdb"
+    with Store.writer(path) as store:
+        loop = run_loop(config(suites, ["good-30"], iterations=1, guard=None), store, plugins)
+    _downgrade_to_schema_3(path)
+    with pytest.raises(HarnessError, match="schema version 3"):
+        Store.reader(path)  # a reader asks for the upgrade ...
+    with Store.writer(path):  # ... which any writer makes
+        pass
+    with Store.reader(path) as store:
+        assert store.scalar("SELECT count(*) FROM runs WHERE split IS NOT NULL") == 0
+        doc = build_report(store, "history", plugins=plugins, loop=loop.loop_id)
+    from harness.render import render
+
+    text = render(doc, "markdown")
+    assert "made before held-out splits" in text and "none (mined and decided on the same samples)" in text
+    assert [it["decision"] for it in doc.data["iterations"]] == ["baseline", "continue"]
+    assert doc.data["iterations"][1]["mining_run_id"] is None
+    listed = CliRunner().invoke(cli_main, ["--store", str(path), "runs"])
+    assert listed.exit_code == 0, listed.output

@@ -345,9 +345,11 @@ def split_budget(budget: int, clusters: Sequence[Cluster]) -> dict[int, int]:
 
 def load_run_suite(store: Store, run_id: int) -> tuple[Suite, list[Suite]]:
     """The suite a run evaluated (from its file, else the built-in of that name), and
-    the suites to decontaminate against for it: the suite itself plus, when the suite
-    file changed since the run, the samples the run actually stored."""
-    rows = store.query("SELECT suite_name, suite_path, suite_hash FROM runs WHERE run_id = ?", [run_id])
+    the suites to decontaminate against for it: the whole suite (every split) plus, when
+    the suite file changed since the run, the samples the run actually stored. For a run
+    of one split the first is that split alone, so that a data source given it never
+    sees the samples of another split."""
+    rows = store.query("SELECT suite_name, suite_path, suite_hash, split FROM runs WHERE run_id = ?", [run_id])
     if not rows:
         raise NotFoundError(f"no run {run_id} in {store.path}; `harness runs` lists them")
     info = rows[0]
@@ -367,11 +369,12 @@ def load_run_suite(store: Store, run_id: int) -> tuple[Suite, list[Suite]]:
             [run_id],
         )
     ]
+    own = suite.split(info["split"]) if info["split"] else suite
     known = {(s.id, s.instruction, s.input, s.references) for s in suite.samples}
     if all((s.id, s.instruction, s.input, s.references) in known for s in stored):
-        return suite, [suite]
+        return own, [suite]
     as_run = Suite(suite.config, suite.path, tuple(stored), info["suite_hash"])
-    return suite, [suite, replace_name(as_run, f"{suite.name}@run{run_id}")]
+    return own, [suite, replace_name(as_run, f"{suite.name}@run{run_id}")]
 
 
 def replace_name(suite: Suite, name: str) -> Suite:

@@ -283,6 +283,7 @@ def _run_header(
         "host": environment.hostname(),
         "n_samples": len(suite.samples),
         "cluster_by": suite.config.cluster_by,
+        "split": suite.split_name,
         "label": options.label,
         "status": "running",
         "started_at": utcnow(),

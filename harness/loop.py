@@ -1,14 +1,22 @@
 """The improvement loop: evaluate -> cluster the failures -> add targeted data -> retrain
 -> evaluate again and decide, iteration after iteration.
 
-Each iteration is a row that links its evaluation runs (the suite, and a general suite
-that guards against forgetting), the clusters it targeted, the dataset manifest and
-the training run that made its checkpoint, and the decision taken with its reason.
-Every step is recorded as it finishes, so an interrupted loop resumes at the step it
-was in (training resumes from its own checkpoints).
+Each iteration is a row that links its evaluation runs (the suite's mining split, its
+held-out split, and a general suite that guards against forgetting), the clusters it
+targeted, the dataset manifest and the training run that made its checkpoint, and the
+decision taken with its reason. Every step is recorded as it finishes, so an
+interrupted loop resumes at the step it was in (training resumes from its own
+checkpoints).
 
-Decisions compare the new checkpoint with the last accepted one using paired tests
-(clusters of grouped samples resampled together, Holm across the tests; see `decide`):
+Mine on one split, decide on another: failures are clustered, and data is gathered
+for them, only on the suite's mining split (`dev`); decisions and reported gains come
+from its held-out split (`test`), which no selection step sees. A suite that declares
+no splits is split by the harness (stratified by tags, paraphrase groups kept whole),
+and the loop says so. Curation decontaminates against every split.
+
+Decisions compare the new checkpoint with the last accepted one using paired tests on
+the held-out split (clusters of grouped samples resampled together, Holm across the
+tests; see `decide`):
   rollback      the suite's main metric got significantly worse, or a guard metric is not
                 shown non-inferior within its margin (forgetting not ruled out)
   target_met    the suite's main metric reached the suite's target
@@ -32,7 +40,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.backends import load_backend
-from harness.comparison import MetricComparison, compare_seeds
+from harness.comparison import MetricComparison, compare_runs, compare_seeds
 from harness.cost import Work, estimate, load_prices
 from harness.errors import ConfigError, HarnessError
 from harness.evaluate import EvalOptions, evaluate
@@ -95,8 +103,13 @@ class IterationResult:
     reason: str
     accepted: bool
     eval_run_id: int
+    """The held-out split's run, which the decision used."""
     guard_run_id: int | None
     main_value: float | None
+    """The main metric on the held-out split."""
+    mining_run_id: int | None = None
+    mining_value: float | None = None
+    """The main metric on the mining split (whose failures the next iteration targets)."""
 
 
 @dataclass
@@ -116,6 +129,9 @@ def loop_fingerprint(config: LoopConfig, suite: Suite, guard: Suite | None, mode
         "suite": suite.hash,
         "guard": guard.hash if guard else None,
         "model": model_hash,
+        # A loop made before splits existed mined and decided on the same samples: it is
+        # never resumed as a split loop.
+        "splits": {"mining": suite.mining_split, "heldout": suite.heldout_split, "auto": suite.auto_split},
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
@@ -149,6 +165,8 @@ class _Loop:
         self.reporter = reporter
         self.prices = load_prices(prices)
         self.suite = load_suite(config.suite)
+        self.mining = self.suite.split(self.suite.mining_split)
+        self.heldout = self.suite.split(self.suite.heldout_split)
         self.guard = load_suite(config.guard) if config.guard else None
         registry = plugins.registry
         # Check every component and its arguments before anything runs or is written.
@@ -179,6 +197,10 @@ class _Loop:
         loop_id, resumed = self._open_loop()
         if resumed:
             self.reporter.log(f"resuming loop {loop_id}")
+        self.reporter.log(
+            f"{self.suite.name}: mining failures on {self.mining.split_name!r}, deciding on "
+            f"{self.heldout.split_name!r}; {self.suite.describe_split()}"
+        )
         results: list[IterationResult] = []
         try:
             first = self._iteration_zero(loop_id)
@@ -215,7 +237,8 @@ class _Loop:
         with self.store.transaction() as con:
             loop_id = con.execute(
                 "INSERT INTO loops (fingerprint, suite_name, guard_suite, base_model, config, output_dir, "
-                "status, started_at) VALUES (?, ?, ?, ?, ?, '', 'running', ?) RETURNING loop_id",
+                "status, started_at, mining_split, heldout_split, split_auto, split_sizes) "
+                "VALUES (?, ?, ?, ?, ?, '', 'running', ?, ?, ?, ?, ?) RETURNING loop_id",
                 [
                     self.fingerprint,
                     self.suite.name,
@@ -223,6 +246,10 @@ class _Loop:
                     self.base_path,
                     self.config.model_dump_json(),
                     utcnow(),
+                    self.mining.split_name,
+                    self.heldout.split_name,
+                    self.suite.auto_split,
+                    json.dumps({name: len(self.suite.split(name).samples) for name in self.suite.split_names}),
                 ],
             ).fetchone()[0]
             out = self.output_root or (self.store.path.parent / "loops" / str(loop_id))
@@ -277,9 +304,9 @@ class _Loop:
         row = self._start(loop_id, 0, self.base)
         if row["step"] != "decided":
             self.reporter.log("[bold]iteration 0[/]: evaluating the starting checkpoint")
-            run_id, guard_id = self._evaluate(self.base, row)
-            self._update(loop_id, 0, step="evaluated", eval_run_id=run_id, guard_run_id=guard_id,
-                         checkpoint_hash=self.base_hash)
+            run_id, mining_id, guard_id = self._evaluate(self.base, row)
+            self._update(loop_id, 0, step="evaluated", eval_run_id=run_id, mining_run_id=mining_id,
+                         guard_run_id=guard_id, checkpoint_hash=self.base_hash)
             value = self._main_value(run_id)
             target = self._target()
             met = target is not None and value is not None and self._meets(value, target)
@@ -288,7 +315,7 @@ class _Loop:
                 if met
                 else ("baseline", "the starting checkpoint")
             )
-            work = self._eval_work(run_id, guard_id)
+            work = self._eval_work(run_id, mining_id, guard_id)
             self._update(
                 loop_id, 0, step="decided", decision=decision, reason=reason, accepted=True,
                 decision_rule=DECISION_RULE, tokens_trained=0, tokens_evaluated=work.eval_input_tokens + work.eval_output_tokens,
@@ -327,12 +354,12 @@ class _Loop:
                          checkpoint=spec, checkpoint_hash=checkpoint_hash)
             row = self._row(loop_id, i)
         if row["step"] == "trained":
-            run_id, guard_id = self._evaluate(_spec(row["checkpoint"]), row)
+            run_id, mining_id, guard_id = self._evaluate(_spec(row["checkpoint"]), row)
             seeds = row["checkpoint"].get("seeds") or []
             for extra in seeds:
-                extra["eval_run_id"], extra["guard_run_id"] = self._evaluate(_spec(extra["checkpoint"]), row)
-            self._update(loop_id, i, step="evaluated", eval_run_id=run_id, guard_run_id=guard_id,
-                         **({"checkpoint": row["checkpoint"]} if seeds else {}))
+                extra["eval_run_id"], _, extra["guard_run_id"] = self._evaluate(_spec(extra["checkpoint"]), row)
+            self._update(loop_id, i, step="evaluated", eval_run_id=run_id, mining_run_id=mining_id,
+                         guard_run_id=guard_id, **({"checkpoint": row["checkpoint"]} if seeds else {}))
             row = self._row(loop_id, i)
         assert row is not None and row["step"] == "evaluated"
         decision, reason, accepted, comparison = self._decide(previous, row)
@@ -340,7 +367,9 @@ class _Loop:
         trained = self.store.scalar(
             "SELECT sum(tokens_trained) FROM training_runs WHERE list_contains(?, training_id)", [training_ids]
         ) or 0
-        work = Work(train_tokens=int(trained)) + self._eval_work(row["eval_run_id"], row["guard_run_id"])
+        work = Work(train_tokens=int(trained)) + self._eval_work(
+            row["eval_run_id"], row["mining_run_id"], row["guard_run_id"]
+        )
         self._update(
             loop_id, i, step="decided", decision=decision, reason=reason, accepted=accepted,
             decision_rule=DECISION_RULE, comparison=comparison, tokens_trained=work.train_tokens,
@@ -367,11 +396,14 @@ class _Loop:
 
     # -- steps ----------------------------------------------------------------------
 
-    def _evaluate(self, spec: ModelSpec, row: Mapping[str, Any]) -> tuple[int, int | None]:
-        backend = load_backend(spec, self.plugins.registry)  # one load serves the suite and the guard
+    def _evaluate(self, spec: ModelSpec, row: Mapping[str, Any]) -> tuple[int, int, int | None]:
+        """(held-out run, mining run, guard run): both splits of the suite (`limit` applies
+        to each), and the guard suite whole."""
+        backend = load_backend(spec, self.plugins.registry)  # one load serves every run
         try:
             options = EvalOptions(limit=self.config.limit, seed=self.config.seed)
-            run = evaluate(self.suite, backend, self.store, self.plugins, options, reporter=self.reporter)
+            mining = evaluate(self.mining, backend, self.store, self.plugins, options, reporter=self.reporter)
+            run = evaluate(self.heldout, backend, self.store, self.plugins, options, reporter=self.reporter)
             guard_id = None
             if self.guard is not None:
                 guard_options = EvalOptions(limit=self.config.guard_limit, seed=self.config.seed)
@@ -379,7 +411,18 @@ class _Loop:
                 guard_id = guard.run_id
         finally:
             backend.close()
-        return run.run_id, guard_id
+        return run.run_id, mining.run_id, guard_id
+
+    def _mining_run(self, previous: Mapping[str, Any]) -> int:
+        """The previous checkpoint's run on the mining split: the only run whose failures
+        the loop clusters and gathers data for."""
+        run_id = previous.get("mining_run_id")
+        if run_id is None:
+            raise HarnessError(
+                f"iteration {previous['iteration']} has no run on the mining split (a loop made before "
+                "splits existed); start a new loop"
+            )
+        return int(run_id)
 
     def _cluster(self, loop_id: int, previous: Mapping[str, Any]) -> int:
         from harness.clustering import cluster_run
@@ -388,7 +431,7 @@ class _Loop:
         earlier = previous.get("clustering_id")
         result = cluster_run(
             self.store,
-            previous["eval_run_id"],
+            self._mining_run(previous),
             self.plugins.registry,
             featurizer=self.config.featurizer,
             featurizer_args=self.config.featurizer_args,
@@ -397,7 +440,9 @@ class _Loop:
             previous_clustering=earlier,
         )
         sizes = ", ".join(f"{c.id}:{c.size}" for c in result.clusters)
-        self.reporter.log(f"clustered {sum(c.size for c in result.clusters)} failures ({sizes})")
+        self.reporter.log(
+            f"clustered {sum(c.size for c in result.clusters)} failures of split {self.mining.split_name!r} ({sizes})"
+        )
         return result.clustering_id
 
     def _gather(self, previous: Mapping[str, Any], clustering_id: int) -> str:
@@ -405,7 +450,7 @@ class _Loop:
 
         manifest = build_dataset(
             self.store,
-            previous["eval_run_id"],
+            self._mining_run(previous),
             clustering_id,
             self.plugins.registry,
             source=self.config.source,
@@ -414,6 +459,7 @@ class _Loop:
             selection=self.config.selection,
             parent=previous.get("manifest_hash"),
             seed=self.config.seed + int(previous["iteration"]),
+            # The whole suite (every split) and the guard: no row may copy an eval item.
             suites_against=[s for s in (self.suite, self.guard) if s is not None],
             make_backend=lambda spec: load_backend(spec, self.plugins.registry),
             reporter=self.reporter,
@@ -484,8 +530,16 @@ class _Loop:
             alpha=self.config.alpha,
             main_margin=self._margin(self.suite, main_cmp),
         )
+        mining_cmp: list[MetricComparison] = []
+        if previous.get("mining_run_id") and row.get("mining_run_id"):
+            mining_cmp = compare_runs(self.queries, previous["mining_run_id"], row["mining_run_id"],
+                                      resamples=self.config.resamples, seed=self.config.seed,
+                                      cluster_by=self.suite.config.cluster_by)
         comparison = {
+            "split": self.heldout.split_name,
             "metrics": [_comparison_record(c) for c in suite_cmp],
+            "mining_split": self.mining.split_name,
+            "mining": [_comparison_record(c) for c in mining_cmp],
             "guard": [_comparison_record(c) for c in guard_cmp],
             "decision": {**decision.record, "planned": self._power(previous), "train_seeds": 1 + len(seeds),
                          "seed_runs": [{"seed": self.config.seed, "eval_run_id": row["eval_run_id"],
@@ -556,7 +610,8 @@ class _Loop:
         return resolve_margin(config.margin if config else None, baseline)
 
     def _cluster_progress(self, row: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """How many members of each targeted cluster still fail on the new checkpoint."""
+        """How many members of each targeted cluster (mining-split samples) still fail on
+        the new checkpoint's mining run."""
         return self.store.query(
             """
             SELECT c.cluster_id, c.label, c.size, c.dominant_issue,
@@ -568,7 +623,7 @@ class _Loop:
             GROUP BY c.cluster_id, c.label, c.size, c.dominant_issue
             ORDER BY c.cluster_id = -1, c.cluster_id
             """,
-            [row["eval_run_id"], row["clustering_id"]],
+            [row["mining_run_id"], row["clustering_id"]],
         )
 
     def _issue_counts(self, run_a: int, run_b: int) -> dict[str, dict[str, int]]:
@@ -593,11 +648,11 @@ class _Loop:
             "SELECT value FROM corpus_scores WHERE run_id = ? AND metric = ?", [run_id, self.suite.config.main]
         )
 
-    def _eval_work(self, run_id: int, guard_id: int | None) -> Work:
+    def _eval_work(self, *run_ids: int | None) -> Work:
         row = self.store.query(
             "SELECT coalesce(sum(g.prompt_tokens), 0) AS input, coalesce(sum(g.completion_tokens), 0) AS output "
             "FROM run_generations rg JOIN generations g USING (cache_key) WHERE list_contains(?, rg.run_id)",
-            [[r for r in (run_id, guard_id) if r is not None]],
+            [[r for r in run_ids if r is not None]],
         )[0]
         return Work(eval_input_tokens=int(row["input"]), eval_output_tokens=int(row["output"]))
 
@@ -610,6 +665,8 @@ class _Loop:
             eval_run_id=row["eval_run_id"],
             guard_run_id=row["guard_run_id"],
             main_value=self._main_value(row["eval_run_id"]),
+            mining_run_id=row.get("mining_run_id"),
+            mining_value=self._main_value(row["mining_run_id"]) if row.get("mining_run_id") else None,
         )
 
     def _notify(self, loop_id: int, iteration: int) -> None:

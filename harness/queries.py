@@ -97,6 +97,8 @@ class RunInfo:
     scoring_s: float | None
     cluster_by: str | None = None
     """The suite's cluster_by when it ran (None: the rows' group)."""
+    split: str | None = None
+    """The suite's split the run evaluated; None for the whole suite (and older runs)."""
 
     @property
     def duration_s(self) -> float | None:
@@ -135,6 +137,7 @@ class RunListing:
     label: str | None
     started_at: datetime
     failures: int
+    split: str | None = None
 
 
 @dataclass(frozen=True)
@@ -293,6 +296,14 @@ class LoopInfo:
     stop_reason: str | None
     started_at: datetime
     finished_at: datetime | None
+    mining_split: str | None = None
+    """The split whose failures were mined; None for a loop made before splits existed,
+    which mined and decided on the same samples."""
+    heldout_split: str | None = None
+    """The split decisions and reported gains come from."""
+    split_auto: bool | None = None
+    """True when the harness made the split (the suite declares none)."""
+    split_sizes: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -329,6 +340,11 @@ class IterationInfo:
     decision_rule: int | None = None
     """The rule the decision was taken under (`harness.loop.DECISION_RULE`); None: rule 1,
     decided before rules were numbered."""
+    mining_run_id: int | None = None
+    """The run on the mining split; eval_run_id is the held-out split's (or, in loops
+    made before splits existed, the whole suite's)."""
+    mining_value: float | None = None
+    mining_failing: int | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -406,7 +422,7 @@ class Queries:
             """
             SELECT r.run_id, r.suite_name, r.suite_version, r.model_path, r.adapter_path, r.status,
                    r.n_samples, r.main_metric, c.value AS main_value, r.label, r.started_at,
-                   coalesce(f.failures, 0) AS failures
+                   coalesce(f.failures, 0) AS failures, r.split
             FROM runs r
             LEFT JOIN corpus_scores c ON c.run_id = r.run_id AND c.metric = r.main_metric
             LEFT JOIN (SELECT run_id, count(*) AS failures FROM failures GROUP BY run_id) f
@@ -756,10 +772,12 @@ class Queries:
         loop_id = self.resolve_loop(ref)
         row = self.store.query(
             "SELECT loop_id, suite_name, guard_suite, base_model, config, output_dir, status, final_iteration, "
-            "stop_reason, started_at, finished_at FROM loops WHERE loop_id = ?",
+            "stop_reason, started_at, finished_at, mining_split, heldout_split, split_auto, split_sizes "
+            "FROM loops WHERE loop_id = ?",
             [loop_id],
         )[0]
         row["config"] = json.loads(row["config"]) if row["config"] else {}
+        row["split_sizes"] = json.loads(row["split_sizes"]) if row["split_sizes"] else None
         return LoopInfo(**row)
 
     def loops(self, limit: int = 20) -> list[LoopInfo]:
@@ -777,6 +795,8 @@ class Queries:
                    ms.value AS main_value, ms.ci_low AS main_low, ms.ci_high AS main_high,
                    gs.value AS guard_value,
                    (SELECT count(*) FROM failures f WHERE f.run_id = i.eval_run_id) AS failing,
+                   mv.value AS mining_value,
+                   (SELECT count(*) FROM failures f WHERE f.run_id = i.mining_run_id) AS mining_failing,
                    (SELECT count(*) FROM clusters c WHERE c.clustering_id = i.clustering_id AND c.cluster_id >= 0)
                        AS clusters,
                    d.n_added AS rows_added, d.n_rows AS rows_total,
@@ -784,6 +804,7 @@ class Queries:
             FROM iterations i
             LEFT JOIN runs r ON r.run_id = i.eval_run_id
             LEFT JOIN corpus_scores ms ON ms.run_id = i.eval_run_id AND ms.metric = r.main_metric
+            LEFT JOIN corpus_scores mv ON mv.run_id = i.mining_run_id AND mv.metric = r.main_metric
             LEFT JOIN runs gr ON gr.run_id = i.guard_run_id
             LEFT JOIN corpus_scores gs ON gs.run_id = i.guard_run_id AND gs.metric = gr.main_metric
             LEFT JOIN datasets d ON d.manifest_hash = i.manifest_hash
@@ -800,6 +821,8 @@ class Queries:
                 raw = row.get(key)
                 row[key] = json.loads(raw) if isinstance(raw, str) else (raw or {})
             row["main_ci"] = (row.pop("main_low"), row.pop("main_high"))
+            if row.get("mining_run_id") is None:
+                row["mining_failing"] = None
             out.append(IterationInfo(**{k: v for k, v in row.items() if k in known}))
         return out
 

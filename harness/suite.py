@@ -11,9 +11,10 @@ import gzip
 import hashlib
 import importlib.resources
 import json
+import re
 import zlib
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,9 @@ from harness.prompts import PromptConfig
 from harness.types import GenerationConfig, Sample, TrainingExample
 
 SUITE_FILE = "suite.yaml"
+SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+AUTO_SPLIT_SEED = "harness-split-0"
+"""Fixed: the automatic split of a suite's data is the same on every machine and run."""
 
 
 class MetricConfig(BaseModel):
@@ -125,8 +129,15 @@ class SuiteConfig(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     version: str
     description: str = ""
-    data: str
-    """JSONL (or .jsonl.gz) file of eval rows, relative to the suite file."""
+    data: str | None = None
+    """JSONL (or .jsonl.gz) file of eval rows, relative to the suite file. The harness
+    splits it into `mining_split` and `heldout_split` itself (see `auto_split`)."""
+    splits: dict[str, str] | None = None
+    """Split name -> JSONL file (same rows as `data`); instead of `data`."""
+    mining_split: str = "dev"
+    """The split whose failures the loop clusters and gathers data for."""
+    heldout_split: str = "test"
+    """The split the loop decides on and reports gains on; no selection step sees it."""
     instruction: str = ""
     """Instruction used for rows that give none."""
     prompt: PromptConfig = PromptConfig()
@@ -153,6 +164,34 @@ class SuiteConfig(BaseModel):
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
         return [_name_or_mapping(v) for v in value] if isinstance(value, list) else value
+
+    @field_validator("splits")
+    @classmethod
+    def _split_names(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return value
+        if len(value) < 2:
+            raise ValueError("declare at least two splits (e.g. dev: dev.jsonl and test: test.jsonl)")
+        for name in value:
+            if not SPLIT_NAME.fullmatch(str(name)):
+                raise ValueError(f"split name {name!r} must be letters, digits, '_', '-' or '.'")
+        return value
+
+    @model_validator(mode="after")
+    def _check_data(self) -> SuiteConfig:
+        if (self.data is None) == (self.splits is None):
+            raise ValueError("give either 'data' (one JSONL file) or 'splits' (name -> JSONL file), not both")
+        if self.mining_split == self.heldout_split:
+            raise ValueError(f"mining_split and heldout_split are both {self.mining_split!r}; they must differ")
+        if self.splits is not None:
+            for field_name in ("mining_split", "heldout_split"):
+                name = getattr(self, field_name)
+                if name not in self.splits:
+                    raise ValueError(
+                        f"{field_name} {name!r} is not one of the declared splits "
+                        f"({', '.join(self.splits)}){did_you_mean(name, list(self.splits))}"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _check_names(self) -> SuiteConfig:
@@ -225,10 +264,52 @@ class Suite:
     samples: tuple[Sample, ...]
     hash: str
     """Content hash of the suite file and its data."""
+    split_members: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Split name -> the ids of its samples, in suite order (every split of the whole suite)."""
+    auto_split: bool = False
+    """True when the harness made the splits (the suite gives `data`, not `splits`)."""
+    split_name: str | None = None
+    """The split this suite is restricted to; None for the whole suite."""
 
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def split_names(self) -> list[str]:
+        """The suite's splits, in the order the suite declares them (mining split first
+        for an automatic split)."""
+        return list(self.split_members)
+
+    @property
+    def mining_split(self) -> str:
+        return self.config.mining_split
+
+    @property
+    def heldout_split(self) -> str:
+        return self.config.heldout_split
+
+    def split(self, name: str) -> Suite:
+        """The suite restricted to one split; its runs record the split's name."""
+        if name not in self.split_members:
+            raise ConfigError(
+                f"suite {self.name!r} has no split {name!r}.{did_you_mean(name, self.split_names)} "
+                f"Splits: {', '.join(self.split_names)}"
+            )
+        if self.split_name is not None:
+            if name == self.split_name:
+                return self
+            raise ConfigError(f"suite {self.name!r} is already restricted to split {self.split_name!r}")
+        members = set(self.split_members[name])
+        samples = tuple(s for s in self.samples if s.id in members)
+        digest = hashlib.sha256(f"{self.hash}:split={name}".encode()).hexdigest()
+        return Suite(self.config, self.path, samples, digest, self.split_members, self.auto_split, name)
+
+    def describe_split(self) -> str:
+        """One line on where the suite's splits come from, for reports and logs."""
+        sizes = ", ".join(f"{n} {len(ids)}" for n, ids in self.split_members.items())
+        how = "made by the harness (stratified by tags, seed fixed)" if self.auto_split else "declared by the suite"
+        return f"splits {how}: {sizes}"
 
     @property
     def version(self) -> str:
@@ -256,7 +337,9 @@ class Suite:
         if limit < 1:
             raise ConfigError(f"--limit must be at least 1, got {limit}")
         digest = hashlib.sha256(f"{self.hash}:limit={limit}".encode()).hexdigest()
-        return Suite(self.config, self.path, self.samples[:limit], digest)
+        return Suite(
+            self.config, self.path, self.samples[:limit], digest, self.split_members, self.auto_split, self.split_name
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -302,22 +385,51 @@ def load_suite(name_or_path: str | Path) -> Suite:
     path = find_suite(name_or_path).resolve()
     text = path.read_bytes()
     config = parse_suite_config(decode_utf8(text, path), path)
-    data_path = (path.parent / config.data).resolve()
-    if not data_path.is_file():
-        raise ConfigError(f"{path}: 'data' names {config.data!r}, but {data_path} does not exist")
-    rows = list(read_jsonl(data_path, RowModel))
-    if not rows:
-        raise ConfigError(f"{data_path}: no rows; a suite needs at least one sample")
+    files = {None: config.data} if config.data is not None else dict(config.splits or {})
+    field_name = {None: "data"} | {name: f"splits.{name}" for name in config.splits or {}}
+    samples: list[Sample] = []
+    members: dict[str, list[str]] = {}
+    seen: dict[str, str] = {}
+    digest = hashlib.sha256(text)
+    for split, relative in files.items():
+        data_path = (path.parent / relative).resolve()
+        if not data_path.is_file():
+            raise ConfigError(
+                f"{path}: {field_name[split]!r} names {relative!r}, but {data_path} does not exist"
+            )
+        loaded = _load_samples(data_path, config, seen)
+        if not loaded:
+            raise ConfigError(f"{data_path}: no rows; a suite needs at least one sample")
+        samples.extend(loaded)
+        if split is not None:
+            members[split] = [s.id for s in loaded]
+        digest.update(b"\0" + data_path.read_bytes())
+    if config.splits is not None:
+        _check_groups_stay_in_one_split(samples, members, path)
+    else:
+        members = auto_split(samples, (config.mining_split, config.heldout_split))
+    return Suite(
+        config=config,
+        path=path,
+        samples=tuple(samples),
+        hash=digest.hexdigest(),
+        split_members={name: tuple(ids) for name, ids in members.items()},
+        auto_split=config.splits is None,
+    )
+
+
+def _load_samples(data_path: Path, config: SuiteConfig, seen: dict[str, str]) -> list[Sample]:
+    """The samples of one data file; `seen` (id -> file:line) keeps ids unique across files."""
     samples = []
-    seen: dict[str, int] = {}
-    for line_no, row in rows:
+    for line_no, row in read_jsonl(data_path, RowModel):
         sample_id = str(row.id)
         if sample_id in seen:
+            earlier_file, earlier_line = seen[sample_id].rsplit(":", 1)
+            where = f"on line {earlier_line}" if earlier_file == str(data_path) else f"at {seen[sample_id]}"
             raise ConfigError(
-                f"{data_path}:{line_no}: id {sample_id!r} is already used on line {seen[sample_id]}; "
-                "ids must be unique"
+                f"{data_path}:{line_no}: id {sample_id!r} is already used {where}; ids must be unique"
             )
-        seen[sample_id] = line_no
+        seen[sample_id] = f"{data_path}:{line_no}"
         instruction = row.instruction or config.instruction
         if not instruction.strip() and not row.input.strip():
             raise ConfigError(
@@ -336,8 +448,56 @@ def load_suite(name_or_path: str | Path) -> Suite:
                 metadata=row.metadata,
             )
         )
-    digest = hashlib.sha256(text + b"\0" + data_path.read_bytes()).hexdigest()
-    return Suite(config=config, path=path, samples=tuple(samples), hash=digest)
+    return samples
+
+
+def _check_groups_stay_in_one_split(
+    samples: Sequence[Sample], members: Mapping[str, Sequence[str]], path: Path
+) -> None:
+    """A paraphrase group split across two splits would let the loop mine one wording
+    and be judged on another of the same question."""
+    split_of = {sample_id: name for name, ids in members.items() for sample_id in ids}
+    group_split: dict[str, tuple[str, str]] = {}
+    for sample in samples:
+        if sample.group is None:
+            continue
+        first = group_split.setdefault(sample.group, (split_of[sample.id], sample.id))
+        if first[0] != split_of[sample.id]:
+            raise ConfigError(
+                f"{path}: splits: group {sample.group!r} has sample {first[1]!r} in split {first[0]!r} and "
+                f"sample {sample.id!r} in split {split_of[sample.id]!r}; a paraphrase group must stay in one split"
+            )
+
+
+def auto_split(samples: Sequence[Sample], names: tuple[str, str]) -> dict[str, list[str]]:
+    """A deterministic, stratified half/half split of samples into `names`.
+
+    Units are paraphrase groups (a sample without a group is a unit of its own), so a
+    group never crosses the split. Units are ordered by their tags, then by a fixed hash
+    of their key, and each goes to the split with fewer samples of its tags so far (ties:
+    fewer samples overall): every tag combination is divided evenly and the odd ones out
+    balance across them. The hash (not a shuffle of the rows) makes the split
+    independent of the order of the rows."""
+    units: dict[str, list[Sample]] = {}
+    for sample in samples:
+        units.setdefault(f"group:{sample.group}" if sample.group is not None else f"id:{sample.id}", []).append(sample)
+
+    def order(key: str) -> tuple[tuple[str, ...], str]:
+        tags = tuple(sorted({t for s in units[key] for t in s.tags}))
+        return tags, hashlib.sha256(f"{AUTO_SPLIT_SEED}:{key}".encode()).hexdigest()
+
+    taken = {name: 0 for name in names}
+    chosen: dict[str, str] = {}
+    stratum: tuple[str, ...] | None = None
+    for key in sorted(units, key=order):
+        if order(key)[0] != stratum:
+            stratum, in_stratum = order(key)[0], {name: 0 for name in names}
+        name = min(names, key=lambda n: (in_stratum[n], taken[n], names.index(n)))
+        taken[name] += len(units[key])
+        in_stratum[name] += len(units[key])
+        for sample in units[key]:
+            chosen[sample.id] = name
+    return {name: [s.id for s in samples if chosen[s.id] == name] for name in names}
 
 
 def parse_suite_config(text: str, path: Path) -> SuiteConfig:
@@ -363,10 +523,25 @@ def parse_yaml_model(text: str, path: Path, model: type[BaseModel], what: str) -
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a {what} file must be a YAML mapping of fields")
     lines = _line_index(root)
+    _check_data_or_splits(data, path, lines)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe_validation_error(exc, path, lines, model, what)) from None
+
+
+def _check_data_or_splits(data: Mapping[str, Any], path: Path, lines: Mapping[tuple[Any, ...], int]) -> None:
+    """`data` and `splits` are exclusive and one is required; say so at the right line."""
+    if "data" not in data and "splits" not in data:
+        raise ConfigError(
+            f"{path}:{lines.get((), 1)}: data: required field is missing; add it "
+            "(or declare 'splits': name -> JSONL file)"
+        )
+    if "data" in data and "splits" in data:
+        raise ConfigError(
+            f"{path}:{lines.get(('splits',), 1)}: splits: give either 'data' (one JSONL file, split by "
+            "the harness) or 'splits' (name -> JSONL file), not both"
+        )
 
 
 def _line_index(node: yaml.Node | None, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:

@@ -1,5 +1,9 @@
 """The `history` report: a loop's iterations, what each one did and what it changed.
 
+Figures of the suite are of its held-out split (the loop decides there), with the
+mining split (where failures are clustered and data gathered) beside them; a loop made
+before splits existed mined and decided on the same samples, and says so.
+
 For every iteration: the suite's main metric with its interval, the guard suite's main
 metric, failing samples, clusters targeted, data added, tokens trained and evaluated,
 what the work would cost elsewhere, and the decision with its reason; trend lines of
@@ -61,6 +65,11 @@ class HistoryReport(ReportView):
         if info.status != "finished":
             doc.add(Notice(f"the loop is {info.status}: run the same `harness loop` command to resume it"))
         doc.section("Loop").add(KeyValues(_header(info, iterations)))
+        if info.mining_split is None:
+            doc.add(Notice(
+                "this loop was made before held-out splits: it mined failures and took its decisions on "
+                "the same samples, so its gains are optimistic"
+            ))
 
         done = [it for it in iterations if it.decision is not None]
         overall = _overall_change(queries, info, done, resamples, seed)
@@ -111,6 +120,7 @@ def _header(info: LoopInfo, iterations: list[IterationInfo]) -> list[tuple[str, 
     return [
         ("status", Badge(info.status, "good" if info.status == "finished" else "warn")),
         ("suite", info.suite_name),
+        ("splits", _splits(info)),
         ("guard suite", info.guard_suite or "none"),
         ("base model", info.base_model + (f" + {c['adapter']}" if c.get("adapter") else "")),
         ("trainer", f"{c.get('trainer')} {c.get('trainer_args') or ''}".strip()),
@@ -128,6 +138,18 @@ def _header(info: LoopInfo, iterations: list[IterationInfo]) -> list[tuple[str, 
     ]
 
 
+def _splits(info: LoopInfo) -> str:
+    if info.mining_split is None:
+        return "none (mined and decided on the same samples)"
+    sizes = info.split_sizes or {}
+    how = ("made by the harness: the suite declares none (stratified by tags, paraphrase groups whole, "
+           "fixed seed)" if info.split_auto else "declared by the suite")
+    return (
+        f"mined on {info.mining_split} ({sizes.get(info.mining_split, '?')} samples), decided on "
+        f"{info.heldout_split} ({sizes.get(info.heldout_split, '?')}); {how}"
+    )
+
+
 def _overall_change(
     queries: Queries, info: LoopInfo, done: list[IterationInfo], resamples: int, seed: int
 ) -> tuple[list[Any], dict[str, Any]] | None:
@@ -139,7 +161,9 @@ def _overall_change(
     if first is None or last is None or first.eval_run_id is None or last.eval_run_id is None:
         return None
     rows, data = [], []
-    pairs = [("suite", first.eval_run_id, last.eval_run_id)]
+    pairs = [(info.heldout_split or "suite", first.eval_run_id, last.eval_run_id)]
+    if first.mining_run_id and last.mining_run_id:
+        pairs.append((f"{info.mining_split} (mined)", first.mining_run_id, last.mining_run_id))
     if first.guard_run_id and last.guard_run_id:
         pairs.append(("guard", first.guard_run_id, last.guard_run_id))
     for label, a, b in pairs:
@@ -170,6 +194,7 @@ def _overall_change(
 
 def _iterations_table(done: list[IterationInfo], info: LoopInfo) -> Table:
     main = _main_metric(done)
+    split = f" ({info.heldout_split})" if info.heldout_split else ""
     rows = []
     for it in done:
         low, high = it.main_ci
@@ -179,6 +204,7 @@ def _iterations_table(done: list[IterationInfo], info: LoopInfo) -> Table:
             Badge(it.decision or "-", _DECISION_TONES.get(it.decision or "", "neutral")),
             it.main_value,
             ci,
+            it.mining_value,
             it.guard_value,
             it.failing,
             it.clusters,
@@ -191,8 +217,9 @@ def _iterations_table(done: list[IterationInfo], info: LoopInfo) -> Table:
         [
             Column("iter", numeric=True),
             Column("decision"),
-            Column(main, numeric=True),
+            Column(main + split, numeric=True),
             Column("95% CI", wide_only=True),
+            Column(f"{info.mining_split or 'mining'} (mined)", numeric=True),
             Column("guard", numeric=True),
             Column("failing", numeric=True),
             Column("clusters", numeric=True, wide_only=True),
@@ -203,8 +230,8 @@ def _iterations_table(done: list[IterationInfo], info: LoopInfo) -> Table:
         ],
         rows,
         title="iterations",
-        caption="clusters: of the previous checkpoint's failures, which the data targeted; "
-        "data: rows added and the dataset's size.",
+        caption="clusters: of the previous checkpoint's failures on the mining split, which the data "
+        "targeted; data: rows added and the dataset's size; failing: on the held-out split.",
     )
 
 
@@ -213,7 +240,8 @@ def _trends(done: list[IterationInfo]) -> Table:
         return Spark(tuple(float(v) if v is not None else 0.0 for v in values))
 
     rows = [
-        ["suite main metric", line([it.main_value for it in done]), _span(done, "main_value")],
+        ["suite main metric (held out)", line([it.main_value for it in done]), _span(done, "main_value")],
+        ["suite main metric (mined)", line([it.mining_value or 0.0 for it in done]), _span(done, "mining_value")],
         ["guard main metric", line([it.guard_value for it in done]), _span(done, "guard_value")],
         ["failing samples", line([it.failing for it in done]), _span(done, "failing")],
         ["training rows", line([it.rows_total or 0 for it in done]), _span(done, "rows_total")],
@@ -228,7 +256,12 @@ def _span(done: list[IterationInfo], attr: str) -> str:
 
 def _comparison_table(it: IterationInfo) -> Table:
     rows = []
-    for label, items in (("suite", it.comparison.get("metrics", [])), ("guard", it.comparison.get("guard", []))):
+    sections = (
+        (it.comparison.get("split") or "suite", it.comparison.get("metrics", [])),
+        (f"{it.comparison.get('mining_split')} (mined)", it.comparison.get("mining", [])),
+        ("guard", it.comparison.get("guard", [])),
+    )
+    for label, items in sections:
         for m in items:
             rows.append([
                 f"{label}: {m['metric']}",

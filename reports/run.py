@@ -224,6 +224,7 @@ def header_items(info: RunInfo, n_errors: int) -> list[tuple[str, Any]]:
     items += [
         ("backend", info.backend + (f" ({options})" if options else "")),
         ("suite", f"{info.suite_name} v{info.suite_version}  [{_short(info.suite_hash)}]"),
+        ("split", info.split or "whole suite"),
         ("samples", info.n_samples),
         ("prompt", prompt),
         ("generation", generation),

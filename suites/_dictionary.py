@@ -19,7 +19,9 @@ What becomes a row:
   `MIN_FREQUENCY` times inside the dictionary's own definitions, an offline frequency
   list), whose definition is 4-18 words, does not lean on a relative of the headword
   ("entablatured: having an entablature"), has a recognisable part of speech that fits
-  the word's suffix, drawn with a fixed seed in fixed numbers per part of speech;
+  the word's suffix, drawn with a fixed seed in fixed numbers per part of speech, twice:
+  a dev split (the loop mines failures there) and a test split (it decides there) with
+  the same numbers per part of speech and no word in both;
 * pool row: every other canonical entry that, like the eval rows, is at least 4 words
   and does not lean on a relative of its headword. Circular definitions ("cosmologic:
   of or relating to cosmology") teach a model to restate the word, which the eval
@@ -449,14 +451,21 @@ def eval_candidates(entries: Iterable[Entry]) -> dict[str, list[Entry]]:
     return out
 
 
-def select_eval(entries: list[Entry]) -> list[Entry]:
-    rng = random.Random(SEED)
-    chosen: list[Entry] = []
-    for pos, candidates in eval_candidates(entries).items():
-        if len(candidates) < QUOTAS[pos]:
-            raise ValueError(f"only {len(candidates)} {pos} candidates for {QUOTAS[pos]} eval rows")
-        chosen.extend(rng.sample(candidates, QUOTAS[pos]))
-    return sorted(chosen, key=lambda e: e.word)
+def select_eval(entries: list[Entry]) -> tuple[list[Entry], list[Entry]]:
+    """(dev, test): the same quotas per part of speech in each, no word in both. The dev
+    draw is the one the suite had before it had splits (same seed, same order)."""
+    candidates = eval_candidates(entries)
+    dev_rng, test_rng = random.Random(SEED), random.Random(SEED + 1)
+    dev: list[Entry] = []
+    test: list[Entry] = []
+    for pos, found in candidates.items():
+        if len(found) < 2 * QUOTAS[pos]:
+            raise ValueError(f"only {len(found)} {pos} candidates for 2 x {QUOTAS[pos]} eval rows")
+        picked = dev_rng.sample(found, QUOTAS[pos])
+        dev.extend(picked)
+        taken = {e.word for e in picked}
+        test.extend(test_rng.sample([e for e in found if e.word not in taken], QUOTAS[pos]))
+    return sorted(dev, key=lambda e: e.word), sorted(test, key=lambda e: e.word)
 
 
 # ---------------------------------------------------------------------------
@@ -467,17 +476,20 @@ def select_eval(entries: list[Entry]) -> list[Entry]:
 def build() -> dict[str, bytes]:
     """Relative path (under suites/) -> file content (uncompressed; see build.encode)."""
     entries = canonical_entries(load_source())
-    chosen = select_eval(entries)
-    eval_words = {e.word for e in chosen}
-    eval_rows = [
-        {
-            "id": f"def-{e.word}",
-            "input": e.word,
-            "reference": as_sentence(e.sense),
-            "tags": tags_for(e.word, e.sense),
-        }
-        for e in chosen
-    ]
+    dev, test = select_eval(entries)
+    eval_words = {e.word for e in dev + test}
+
+    def eval_rows(chosen: list[Entry]) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": f"def-{e.word}",
+                "input": e.word,
+                "reference": as_sentence(e.sense),
+                "tags": tags_for(e.word, e.sense),
+            }
+            for e in chosen
+        ]
+
     pool_rows = [
         {
             "id": f"def-{e.word}",
@@ -492,6 +504,7 @@ def build() -> dict[str, bytes]:
         and not leans_on_relative(e.word, e.sense)
     ]
     return {
-        "dictionary/eval.jsonl": jsonl_bytes(eval_rows),
+        "dictionary/dev.jsonl": jsonl_bytes(eval_rows(dev)),
+        "dictionary/test.jsonl": jsonl_bytes(eval_rows(test)),
         "dictionary/pool.jsonl.gz": jsonl_bytes(pool_rows, compact=True),
     }

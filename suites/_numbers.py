@@ -6,8 +6,9 @@ those of American English style guides: no "and" after hundred, hyphens in 21-99
 ("twenty-first"), dates as month and ordinal day ("July fourth").
 
 Eval inputs are drawn in fixed numbers per kind and magnitude, so that every kind of
-number forms its own error cluster; pool inputs are drawn from what is left, so no
-pool row repeats an eval input.
+number forms its own error cluster, twice: a dev split (where the loop mines failures)
+and a test split (where it decides), no value in both. Pool inputs are drawn from what
+is left, so no pool row repeats an eval input of either split.
 """
 
 from __future__ import annotations
@@ -169,45 +170,54 @@ def _date_row(month: int, day: int) -> dict[str, object]:
     return _row("date", "", f"{name} {day}", f"{name} {ordinal_words(day)}", DATE)
 
 
-def rows() -> tuple[list[dict[str, object]], list[dict[str, object]]]:
-    """(eval rows, pool rows), without ids."""
+def rows() -> tuple[list[dict[str, object]], list[dict[str, object]], list[dict[str, object]]]:
+    """(dev rows, test rows, pool rows), without ids. Dev and test are drawn alike (the
+    same numbers per kind and magnitude) and share no value; the pool uses neither's."""
     rng = random.Random(SEED)
-    eval_values: dict[tuple[str, str], set[int]] = {}
+    taken: dict[tuple[str, str], set[int]] = {}
+    taken_dates: set[tuple[int, int]] = set()
 
     def eval_draw(kind: str) -> Callable[[Band], list[int]]:
         def draw(band: Band) -> list[int]:
-            values = _draw(rng, band, band.n_eval, set())
-            eval_values[(kind, band.tag)] = set(values)
+            values = _draw(rng, band, band.n_eval, taken.get((kind, band.tag), set()))
+            taken.setdefault((kind, band.tag), set()).update(values)
             return values
 
         return draw
 
+    def eval_split() -> list[dict[str, object]]:
+        split = _rows(eval_draw("cardinal"), CARDINAL_BANDS, "cardinal")
+        split += _rows(eval_draw("ordinal"), ORDINAL_BANDS, "ordinal")
+        dates = sorted(rng.sample([d for d in _DATES if d not in taken_dates], N_EVAL_DATES))
+        taken_dates.update(dates)
+        split += [_date_row(m, d) for m, d in dates]
+        rng.shuffle(split)  # so that `--limit N` takes a mix of kinds, not only small numbers
+        return split
+
     def pool_draw(kind: str) -> Callable[[Band], list[int]]:
-        return lambda band: _draw(rng, band, N_POOL[kind], eval_values[(kind, band.tag)])
+        return lambda band: _draw(rng, band, N_POOL[kind], taken[(kind, band.tag)])
 
-    eval_rows = _rows(eval_draw("cardinal"), CARDINAL_BANDS, "cardinal")
-    eval_rows += _rows(eval_draw("ordinal"), ORDINAL_BANDS, "ordinal")
-    eval_dates = sorted(rng.sample(_DATES, N_EVAL_DATES))
-    eval_rows += [_date_row(m, d) for m, d in eval_dates]
-    rng.shuffle(eval_rows)  # so that `--limit N` takes a mix of kinds, not only small numbers
-
+    dev_rows = eval_split()
+    test_rows = eval_split()
     pool_rows = _rows(pool_draw("cardinal"), CARDINAL_BANDS, "cardinal")
     pool_rows += _rows(pool_draw("ordinal"), ORDINAL_BANDS, "ordinal")
-    taken_dates = set(eval_dates)
     pool_rows += [_date_row(m, d) for m, d in _DATES if (m, d) not in taken_dates]
-    return eval_rows, pool_rows
+    return dev_rows, test_rows, pool_rows
 
 
 def build() -> dict[str, bytes]:
     """Relative path (under suites/) -> file content (uncompressed; see build.encode)."""
-    eval_rows, pool_rows = rows()
-    eval_out = [
-        {
-            "id": f"num-{i:03d}",
-            **{k: v for k, v in row.items() if k != "instruction" or v != CARDINAL},
-        }
-        for i, row in enumerate(eval_rows, start=1)
-    ]
+    dev_rows, test_rows, pool_rows = rows()
+
+    def eval_out(split: list[dict[str, object]], prefix: str) -> list[dict[str, object]]:
+        return [
+            {
+                "id": f"{prefix}{i:03d}",
+                **{k: v for k, v in row.items() if k != "instruction" or v != CARDINAL},
+            }
+            for i, row in enumerate(split, start=1)
+        ]
+
     pool_out = [
         {
             "id": f"num-pool-{i:04d}",
@@ -219,6 +229,7 @@ def build() -> dict[str, bytes]:
         for i, row in enumerate(pool_rows, start=1)
     ]
     return {
-        "numbers/eval.jsonl": jsonl_bytes(eval_out),
+        "numbers/dev.jsonl": jsonl_bytes(eval_out(dev_rows, "num-")),
+        "numbers/test.jsonl": jsonl_bytes(eval_out(test_rows, "num-test-")),
         "numbers/pool.jsonl.gz": jsonl_bytes(pool_out, compact=True),
     }

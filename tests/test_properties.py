@@ -19,8 +19,8 @@ from harness.suite import RowModel, Suite, load_suite, read_jsonl
 
 ECHO_DATA = (Path(__file__).parent / "data" / "echo_suite" / "data.jsonl").read_bytes()
 # Sized so that the file runs in well under 20 s on a quiet 2-core machine.
-FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-STRUCTURES = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+STRUCTURES = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # JSON-like values, nested a little: what a YAML or JSON file can hold.
 scalars = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=True) | st.text(max_size=20)

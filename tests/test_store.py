@@ -155,3 +155,24 @@ def test_the_lock_file_names_the_holder_but_never_its_arguments(tmp_path: Path) 
         holder.wait()
     assert secret not in json.dumps(lock) and secret not in str(info.value)
     assert f"PID {holder.pid}" in str(info.value)
+
+
+def test_readers_hold_back_while_a_writer_waits_but_not_for_a_dead_one(tmp_path: Path) -> None:
+    import threading
+
+    path = tmp_path / "s.duckdb"
+    with Store.writer(path) as store:
+        store.scalar("SELECT 1")
+    flag = path.with_name(path.name + ".waiting")
+    flag.write_text(json.dumps({"pid": os.getpid(), "since": time.time()}))  # a live writer
+    threading.Timer(0.5, flag.unlink).start()
+    started = time.perf_counter()
+    with Store.reader(path) as reader:
+        reader.scalar("SELECT 1")
+    assert time.perf_counter() - started >= 0.5
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    flag.write_text(json.dumps({"pid": int(gone.stdout), "since": time.time()}))  # its process has ended
+    started = time.perf_counter()
+    with Store.reader(path) as reader:
+        reader.scalar("SELECT 1")
+    assert time.perf_counter() - started < 0.5 and flag.exists()

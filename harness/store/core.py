@@ -206,26 +206,44 @@ class Store:
             self._con = None
 
     def _open(self, config: Mapping[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
-        """A new DuckDB connection; another process's file lock is waited out briefly."""
+        """A new DuckDB connection; another process's hold on the file is waited out briefly.
+
+        Readers may share the file, so a stream of them could keep a writer out until it
+        gives up. A writer that has to wait therefore raises a flag (`<store>.waiting`)
+        and readers hold back while it is up: the writer waits for the queries already
+        running, not for every one that follows."""
         started = time.monotonic()
         deadline = started + _LOCK_RETRY_S
+        if self.read_only:
+            _yield_to_waiting_writer(self.waiting_path, deadline)
         delay = 0.02
-        while True:
-            try:
-                con = duckdb.connect(str(self.path), read_only=self.read_only, config=dict(config or {}))
-                waited = time.monotonic() - started
-                self.lock_wait_s += waited
-                self.longest_lock_wait_s = max(self.longest_lock_wait_s, waited)
-                return con
-            except duckdb.IOException as exc:
-                if not _is_lock_conflict(exc):
-                    raise _explain_open_error(self.path, exc) from None
-                if time.monotonic() > deadline:
-                    raise StoreLockedError(_explain_duckdb_lock(self.path, exc)) from None
-                time.sleep(delay)
-                # A writer polls often, so that a reader's query delays it by little more
-                # than the query; readers back off further.
-                delay = min(delay * 2, 0.5 if self.read_only else 0.05)
+        flagged = False
+        try:
+            while True:
+                try:
+                    con = duckdb.connect(str(self.path), read_only=self.read_only, config=dict(config or {}))
+                    waited = time.monotonic() - started
+                    self.lock_wait_s += waited
+                    self.longest_lock_wait_s = max(self.longest_lock_wait_s, waited)
+                    return con
+                except duckdb.IOException as exc:
+                    if not _is_lock_conflict(exc):
+                        raise _explain_open_error(self.path, exc) from None
+                    if time.monotonic() > deadline:
+                        raise StoreLockedError(_explain_duckdb_lock(self.path, exc)) from None
+                    if not self.read_only and not flagged:
+                        flagged = _raise_flag(self.waiting_path)
+                    time.sleep(delay)
+                    # A writer polls often, so that it gets in as soon as the queries
+                    # before it end; readers back off further.
+                    delay = min(delay * 2, 0.5 if self.read_only else 0.02)
+        finally:
+            if flagged:
+                self.waiting_path.unlink(missing_ok=True)
+
+    @property
+    def waiting_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".waiting")
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -362,6 +380,39 @@ def _describe_holder(raw: str) -> str:
         )
     except (ValueError, KeyError, TypeError):
         return "another process"
+
+
+def _raise_flag(path: Path) -> bool:
+    """Tell readers a writer is waiting for the file; False when the folder refuses it."""
+    try:
+        path.write_text(json.dumps({"pid": os.getpid(), "since": time.time()}), encoding="utf-8")
+        return True
+    except OSError:
+        return False
+
+
+def _yield_to_waiting_writer(flag: Path, deadline: float) -> None:
+    """Wait while a live writer's flag is up (a flag whose process died, or that is older
+    than a writer ever waits, is ignored)."""
+    while time.monotonic() < deadline:
+        try:
+            info = json.loads(flag.read_text(encoding="utf-8"))
+            pid, since = int(info["pid"]), float(info["since"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        if time.time() - since > _LOCK_RETRY_S or not _alive(pid):
+            return
+        time.sleep(0.01)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _check_writable(path: Path) -> None:

@@ -174,6 +174,13 @@ def prepare(
             f"({args.max_length}) tokens or more; raise max_length"
         )
 
+    # The same checks as evaluation, before anything is loaded or recorded: one line each.
+    allow_pickle = bool(base.options.get("allow_pickle"))
+    checkpoints.check_model_dir(model_dir, allow_pickle=allow_pickle, trust_remote_code=trust)
+    if base.adapter:
+        checkpoints.check_adapter_dir(
+            checkpoints.resolve_adapter_dir(base.adapter), model_dir, allow_pickle=allow_pickle
+        )
     config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust)
     overrides = tuner.model_overrides(config, args)
     original_config = {key: getattr(config, key) for key in overrides}

@@ -272,52 +272,57 @@ class Browse:
 
     def sample_rows(self, run_id: int, sample_ids: list[str]) -> list[dict[str, Any]]:
         """The given samples in full (output, references, scores, issues, failure
-        reasons, cluster), in the order given."""
+        reasons, cluster), in the order given.
+
+        One small query per table, each restricted to the page's ids, joined here: on
+        100,000 samples that is several times faster than one query joining them all
+        (DuckDB plans the big join as hash joins over whole tables)."""
         if not sample_ids:
             return []
-        rows = self.store.query(
-            """
-            WITH page AS (SELECT unnest($ids) AS sample_id),
-            sc AS (
-                SELECT sample_id, map_from_entries(list(struct_pack(k := metric, v := value))) AS scores
-                FROM sample_scores WHERE run_id = $run AND sample_id IN (SELECT sample_id FROM page)
-                GROUP BY sample_id
-            ), iss AS (
-                SELECT sample_id,
-                       list(struct_pack(detector := detector, kind := kind, severity := severity,
-                                        message := message, span_start := span_start, span_end := span_end)
-                            ORDER BY severity DESC, detector, span_start) AS issues
-                FROM issues WHERE run_id = $run AND sample_id IN (SELECT sample_id FROM page)
-                GROUP BY sample_id
-            ), cl AS (
-                SELECT m.sample_id, m.cluster_id, c.label AS cluster_label
-                FROM cluster_members m
-                JOIN clusters c USING (clustering_id, cluster_id)
-                WHERE m.clustering_id = (SELECT max(clustering_id) FROM clusterings WHERE run_id = $run)
-                  AND m.sample_id IN (SELECT sample_id FROM page)
+        params = {"run": run_id, "ids": list(sample_ids)}
+        page = "sample_id IN (SELECT unnest($ids))"
+        rows = {
+            r["sample_id"]: r
+            for r in self.store.query(
+                f"SELECT sample_id, position, instruction, input, refs AS \"references\", tags, group_id, "
+                f"prompt FROM samples WHERE run_id = $run AND {page}",
+                params,
             )
-            SELECT s.sample_id, s.position, s.instruction, s.input, s.refs AS "references", s.tags,
-                   s.group_id, s.prompt, g.text AS output, g.finish_reason, g.completion_tokens,
-                   sc.scores, iss.issues, f.reasons, cl.cluster_id, cl.cluster_label
-            FROM samples s
-            LEFT JOIN run_generations rg ON rg.run_id = s.run_id AND rg.sample_id = s.sample_id AND rg.draw = 0
-            LEFT JOIN generations g ON g.cache_key = rg.cache_key
-            LEFT JOIN sc ON sc.sample_id = s.sample_id
-            LEFT JOIN iss ON iss.sample_id = s.sample_id
-            LEFT JOIN failures f ON f.run_id = s.run_id AND f.sample_id = s.sample_id
-            LEFT JOIN cl ON cl.sample_id = s.sample_id
-            WHERE s.run_id = $run AND s.sample_id IN (SELECT sample_id FROM page)
-            """,
-            {"run": run_id, "ids": sample_ids},
-        )
-        for row in rows:
-            row["scores"] = dict(row["scores"] or {})
-            row["issues"] = list(row["issues"] or ())
-            row["reasons"] = list(row["reasons"] or ())
-            row["failing"] = bool(row["reasons"])
-        order = {sample_id: i for i, sample_id in enumerate(sample_ids)}
-        rows.sort(key=lambda r: order[r["sample_id"]])
-        return rows
+        }
+        for r in rows.values():
+            r.update(output=None, finish_reason=None, completion_tokens=None, scores={}, issues=[],
+                     reasons=[], failing=False, cluster_id=None, cluster_label=None)
+        for g in self.store.query(
+            f"SELECT rg.sample_id, g.text AS output, g.finish_reason, g.completion_tokens "
+            f"FROM run_generations rg JOIN generations g ON g.cache_key = rg.cache_key "
+            f"WHERE rg.run_id = $run AND rg.draw = 0 AND rg.{page}",
+            params,
+        ):
+            rows[g.pop("sample_id")].update(g)
+        for sc in self.store.query(
+            f"SELECT sample_id, metric, value FROM sample_scores WHERE run_id = $run AND {page}", params
+        ):
+            rows[sc["sample_id"]]["scores"][sc["metric"]] = sc["value"]
+        for issue in self.store.query(
+            f"SELECT sample_id, detector, kind, severity, message, span_start, span_end FROM issues "
+            f"WHERE run_id = $run AND {page} ORDER BY severity DESC, detector, span_start",
+            params,
+        ):
+            rows[issue.pop("sample_id")]["issues"].append(issue)
+        for f in self.store.query(
+            f"SELECT sample_id, reasons FROM failures WHERE run_id = $run AND {page}", params
+        ):
+            rows[f["sample_id"]].update(reasons=list(f["reasons"]), failing=True)
+        clustering = self.latest_clustering(run_id)
+        if clustering is not None:
+            for m in self.store.query(
+                f"SELECT m.sample_id, m.cluster_id, c.label AS cluster_label FROM cluster_members m "
+                f"JOIN clusters c ON c.clustering_id = m.clustering_id AND c.cluster_id = m.cluster_id "
+                f"WHERE m.clustering_id = $clustering AND m.{page}",
+                {"clustering": clustering, "ids": list(sample_ids)},
+            ):
+                rows[m.pop("sample_id")].update(m)
+        return [rows[s] for s in sample_ids if s in rows]
 
     def training_rows_for(self, run_id: int, sample_id: str, limit: int = 20) -> list[dict[str, Any]]:
         """Training rows gathered for this sample: rows added for its cluster in a

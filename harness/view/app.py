@@ -89,7 +89,9 @@ def create_app(store_path: str | Path, registry: Any = None) -> Starlette:
         Route("/datasets/{manifest_hash}", page(dataset_page)),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
+    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
+    app.state.facets = {}
+    return app
 
 
 class SecurityHeaders:
@@ -166,7 +168,7 @@ def samples_page(request: Request, browse: Browse, queries: Queries) -> tuple[st
         "run": run,
         "where": where,
         "params": where.as_params(),
-        "facets": browse.sample_facets(run.run_id),
+        "facets": _facets(request, browse, run.run_id, run.status),
         "page": browse.samples(run.run_id, where, offset=offset, limit=limit),
     }
 
@@ -331,6 +333,16 @@ def highlight(text: str | None, issues: list[dict[str, Any]] | list[tuple[int, i
     if cursor < len(text):
         pieces.append((text[cursor:], None))
     return pieces
+
+
+def _facets(request: Request, browse: Browse, run_id: int, status: str) -> dict[str, list[Any]]:
+    """The sample filter's choices; kept for runs that have finished (they no longer
+    change, except by a new clustering, which the cache key notices)."""
+    key = (run_id, browse.latest_clustering(run_id))
+    cache: dict[Any, Any] = request.app.state.facets
+    if status == "running" or key not in cache:
+        cache[key] = browse.sample_facets(run_id)
+    return cache[key]
 
 
 def _sample_filter(request: Request) -> SampleFilter:

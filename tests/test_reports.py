@@ -635,3 +635,14 @@ def test_a_failed_run_still_has_a_report(tmp_path, demo) -> None:
     assert "no scores stored for this run" in text and "0 of 3 samples fail" in text
     assert "Worst samples" not in text
     assert json.loads(render(doc, "json"))["run"]["status"] == "failed"
+
+
+def test_run_report_puts_scores_first_and_versions_behind_verbose(reader, demo) -> None:
+    short = render(build_report(reader, "run", plugins=demo["plugins"], run=demo["a"]), "terminal", width=80)
+    headings = [line.strip(" ─━═") for line in short.splitlines()]
+    assert headings.index("Metrics") < headings.index("Failing samples") < headings.index("Run") < headings.index("Issues"), short
+    assert "versions" not in short and "harness.plugins.metrics" not in short
+    full = render(
+        build_report(reader, "run", plugins=demo["plugins"], run=demo["a"], verbose=True), "terminal", width=80
+    )
+    assert "versions" in full and "git revision" in full

@@ -134,7 +134,8 @@ def eval_command(
     ray_address: str | None,
     workers: int | None,
 ) -> None:
-    """Evaluate SUITE (a built-in suite's name, or a suite.yaml path) against a checkpoint.
+    """Evaluate SUITE against a checkpoint. SUITE is a built-in suite's name
+    (`harness eval dictionary`), a suite.yaml path, or a directory holding a suite.yaml.
 
     \b
     Examples:
@@ -325,6 +326,38 @@ def _origin(plugin: Any) -> str:
     return f"{plugin.name} {plugin.version} · {plugin.source}"
 
 
+@click.command("validate", context_settings=CONTEXT_SETTINGS)
+@click.argument("suite")
+@pass_state
+def validate_command(state: CliState, suite: str) -> None:
+    """Check SUITE without loading a model: the suite file, its data (and pool), its
+    plugin files, and every metric's and detector's name and arguments. SUITE is a
+    built-in suite's name, a suite.yaml path or a directory holding one.
+
+    A mistake prints one line, `suite.yaml:LINE: field: what is wrong`, and exits 2.
+    """
+    from harness.scoring import resolve_components
+    from harness.suite import load_suite, read_training_rows
+
+    loaded = load_suite(suite)
+    plugins = state.load_plugins(loaded.plugin_files)
+    components = resolve_components(loaded, plugins.registry)
+    pool = loaded.pool_path
+    pool_rows = None
+    if pool is not None:
+        if not pool.is_file():
+            raise ConfigError(f"{loaded.where('pool')}: {pool} does not exist")
+        pool_rows = len(read_training_rows(pool))
+    state.console.print(
+        f"[green]ok[/]: {loaded.name} v{loaded.version}: {len(loaded.samples)} samples, "
+        f"metrics {', '.join(m.name for m in components.metrics)} (main {loaded.config.main})"
+        + (f", detectors {', '.join(d.name for d in components.detectors)}" if components.detectors else "")
+        + (f", pool of {pool_rows} rows" if pool_rows is not None else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def register(group: click.Group) -> None:
-    for command in (eval_command, runs_command, plugins_command):
+    for command in (eval_command, runs_command, plugins_command, validate_command):
         group.add_command(command)

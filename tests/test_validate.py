@@ -60,3 +60,19 @@ def test_bad_data_is_reported_with_its_line(tmp_path: Path) -> None:
     (root / "data.jsonl").write_text('{"id": "a", "input": "x", "reference": "y"}\n{"id": "a", "input": "y", "reference": "y"}\n')
     code, out = _validate(root)
     assert code == 2 and "data.jsonl:2: id 'a' is already used on line 1" in " ".join(out.split())
+
+
+def test_the_complete_example_of_docs_suites_md_validates(tmp_path: Path) -> None:
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "suites.md").read_text()
+    yaml_block = re.search(r"```yaml\n(# my-suite/suite.yaml\n.*?)```", text, flags=re.S).group(1)
+    data_block, pool_block = re.findall(r"```jsonl\n(.*?)```", text, flags=re.S)[:2]
+    root = tmp_path / "my-suite"
+    root.mkdir()
+    (root / "suite.yaml").write_text(yaml_block)
+    (root / "data.jsonl").write_text(data_block)
+    (root / "pool.jsonl").write_text(pool_block)
+    code, out = _validate(root)
+    assert code == 0, out
+    assert "ok: glossary v3: 3 samples, metrics chrf, bleu, exact_match (main chrf), detectors repetition, length, pool of 1 rows" in " ".join(out.split())

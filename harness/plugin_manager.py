@@ -45,6 +45,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "harness.plugins.detectors.self_consistency",
     "harness.plugins.detectors.misspelling",
     "harness.plugins.detectors.inconsistency",
+    "harness.plugins.detectors.hallucination",
     "harness.reports.run",
     "harness.reports.compare",
     "harness.reports.history",

@@ -38,3 +38,13 @@ def test_the_trainer_callback_gives_the_step_count_at_train_begin() -> None:
     assert seen == [("total", 60), ("advance", 1)]
     plain = _hf().ProgressReporter(seen.append)  # a plain function: no total, no error
     plain.on_train_begin(None, SimpleNamespace(max_steps=60), None)
+
+
+def test_the_training_loss_as_a_terminal_plot() -> None:
+    from harness.cli.train_commands import loss_line
+
+    line = loss_line([2.0, 1.8, 1.7, 1.5, 1.45, 1.3, 1.25, 1.2])
+    assert line == "loss █▇▆▄▄▂▂▂ 2 → 1.2 (8 logged steps)"
+    long = loss_line([float(x) for x in range(100, 0, -1)])
+    assert len(long.split()[1]) == 40  # averaged into 40 bins
+    assert loss_line([float("nan")]) == "loss: no finite values"

@@ -9,6 +9,8 @@ private module, or when a name listed here does not resolve.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -148,6 +150,21 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return __all__
+
+
+class _Harness(types.ModuleType):
+    """Keeps exported names stable: importing the submodule `harness.evaluate` would
+    otherwise set the attribute `evaluate` to that module, so that `from harness import
+    evaluate` gave the module or the function depending on what was imported before.
+    The submodule stays importable (`from harness.evaluate import EvalOptions`)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and name in _EXPORTS:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Harness
 
 
 if TYPE_CHECKING:

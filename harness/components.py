@@ -347,9 +347,14 @@ class FunctionMetric(Metric):
         self.Args = _args_model(fn, 1, name)  # type: ignore[misc]
 
     def statistics(self, items: Sequence[Item], args: BaseModel) -> np.ndarray:
+        """(value, 1) per sample; a NaN value becomes (0, 0), so that the sample is left
+        out of the mean (its own score stays NaN) instead of making the corpus NaN."""
         kwargs = args.model_dump()
-        values = [float(self.fn(item, **kwargs)) for item in items]
-        return np.column_stack([values, np.ones(len(values))]) if values else np.zeros((0, 2))
+        values = np.asarray([float(self.fn(item, **kwargs)) for item in items], dtype=float)
+        if not len(values):
+            return np.zeros((0, 2))
+        scored = ~np.isnan(values)
+        return np.column_stack([np.where(scored, values, 0.0), scored.astype(float)])
 
     def from_statistics(self, totals: np.ndarray, args: BaseModel) -> np.ndarray:
         return mean_from_statistics(totals)

@@ -31,7 +31,11 @@ class UnknownComponentError(HarnessError):
         hint = f" Did you mean {close[0]!r}?" if close else ""
         available = ", ".join(known) if known else "none registered"
         prefix = f"{where}: " if where else ""
-        super().__init__(f"{prefix}unknown {kind} {name!r}.{hint} Available: {available}.")
+        load = (
+            " If a plugin provides it, load it: `harness --plugin FILE.py ...`, the suite's "
+            "`plugins:` list, or install its package (found through the 'harness' entry point)."
+        )
+        super().__init__(f"{prefix}unknown {kind} {name!r}.{hint} Available: {available}.{load}")
 
 
 class PluginError(HarnessError):

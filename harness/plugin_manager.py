@@ -45,6 +45,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "harness.plugins.detectors.self_consistency",
     "harness.plugins.detectors.misspelling",
     "harness.plugins.detectors.inconsistency",
+    "harness.plugins.detectors.hallucination",
     "harness.reports.run",
     "harness.reports.compare",
     "harness.reports.history",
@@ -182,6 +183,15 @@ def load_plugins(
     harness_version = _dist_version("harness-loop")
 
     def register(obj: object, info: PluginInfo) -> None:
+        existing = plugins.infos.get(info.name)
+        if existing is not None and info.source.startswith("file") and existing.source.startswith("entry point"):
+            # Developing a new version of an installed plugin: the file replaces it.
+            manager.unregister(name=info.name)
+            del plugins.infos[info.name]
+            plugins.registry.notices.append(
+                f"plugin {info.name!r}: using {info.source.removeprefix('file ').strip('()')}, "
+                f"not the installed plugin of that name ({existing.source})"
+            )
         if info.name in plugins.infos:
             raise PluginError(
                 info.name, "register", f"a plugin named {info.name!r} is already loaded "

@@ -12,6 +12,7 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     SpinnerColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -39,6 +40,21 @@ class NullReporter:
         pass
 
 
+class TaskAdvance:
+    """Advances one rich progress task; `set_total` gives it a total found out late (a
+    trainer knows its step count only once it starts), which turns on the ETA."""
+
+    def __init__(self, progress: Progress, task_id: TaskID):
+        self.progress = progress
+        self.task_id = task_id
+
+    def __call__(self, n: int) -> None:
+        self.progress.advance(self.task_id, n)
+
+    def set_total(self, total: int) -> None:
+        self.progress.update(self.task_id, total=total)
+
+
 class RichReporter:
     """Progress bars and log lines on a rich console (stderr in the CLI)."""
 
@@ -57,8 +73,7 @@ class RichReporter:
             TimeRemainingColumn(),
         ]
         with Progress(*columns, console=self.console, transient=False) as progress:
-            task_id = progress.add_task(description, total=total)
-            yield lambda n: progress.advance(task_id, n)
+            yield TaskAdvance(progress, progress.add_task(description, total=total))
 
     def log(self, message: str) -> None:
         self.console.print(message, highlight=False)

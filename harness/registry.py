@@ -57,6 +57,9 @@ class Registry:
         self._entries: dict[str, dict[str, Registration]] = {kind: {} for kind in COMPONENT_KINDS}
         self._plugin: PluginInfo | None = None
         self._hook = ""
+        self.notices: list[str] = []
+        """What the user should know about the registrations (a plugin file overriding
+        an installed plugin); the CLI prints them."""
 
     @contextmanager
     def registering(self, plugin: PluginInfo, hook: str) -> Iterator[None]:
@@ -116,9 +119,25 @@ class Registry:
                 f"{kind} name {name!r} is not valid: use lower-case letters, digits, '_', '-', '.'",
             )
         existing = self._entries[kind].get(name)
+        if existing is not None and _overrides(existing.plugin, plugin):
+            self._notice(kind, name, existing.plugin, plugin)  # the file registered first
+            return
+        if existing is not None and _overrides(plugin, existing.plugin):
+            self._override(kind, name, component, plugin, existing.plugin)
+            return
         if existing is not None:
             raise _duplicate(kind, name, hook, newcomer=plugin, holder=existing.plugin)
         self._entries[kind][name] = Registration(kind, name, component, plugin)
+
+    def _override(self, kind: str, name: str, component: Any, new: PluginInfo, old: PluginInfo) -> None:
+        self._entries[kind][name] = Registration(kind, name, component, new)
+        self._notice(kind, name, new, old)
+
+    def _notice(self, kind: str, name: str, file: PluginInfo, installed: PluginInfo) -> None:
+        self.notices.append(
+            f"{kind} {name!r}: using plugin {file.name!r} from {file.source.removeprefix('file ').strip('()')}, "
+            f"not the installed plugin {installed.name!r} ({installed.source})"
+        )
 
     # -- looking up -----------------------------------------------------------
 
@@ -177,3 +196,10 @@ def _duplicate(kind: str, name: str, hook: str, *, newcomer: PluginInfo, holder:
         f"{kind} {name!r}{origin} is already registered by {holder_text}; "
         "rename it",
     )
+
+
+def _overrides(new: PluginInfo, old: PluginInfo) -> bool:
+    """A plugin file (--plugin, or a suite's plugins:) may replace a component of an
+    installed (entry-point) plugin of the same name, so that one can develop a new
+    version of an installed plugin without uninstalling it or turning autoload off."""
+    return new.source.startswith("file") and old.source.startswith("entry point")

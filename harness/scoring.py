@@ -73,14 +73,16 @@ def resolve_components(suite: Suite, registry: Registry) -> Components:
     arguments are errors that name the suite file and the entry."""
     metrics = []
     for i, cfg in enumerate(suite.config.metrics):
-        reg = registry.get("metric", cfg.name, where=f"{suite.path}: metrics[{i}]")
-        args = validate_args(reg.component, cfg.args, f"{suite.path}: metrics[{i}] ({cfg.name}).args")
+        reg = registry.get("metric", cfg.name, where=suite.where("metrics", i, "name"))
+        args = validate_args(reg.component, cfg.args, suite.where("metrics", i, "args", label=f"metrics[{i}] ({cfg.name}).args"))
         metrics.append(ResolvedMetric(cfg, reg.component, args, reg.plugin.name))
     detectors = []
     for i, detector_cfg in enumerate(suite.config.detectors):
-        reg = registry.get("detector", detector_cfg.name, where=f"{suite.path}: detectors[{i}]")
+        reg = registry.get("detector", detector_cfg.name, where=suite.where("detectors", i, "name"))
         args = validate_args(
-            reg.component, detector_cfg.args, f"{suite.path}: detectors[{i}] ({detector_cfg.name}).args"
+            reg.component,
+            detector_cfg.args,
+            suite.where("detectors", i, "args", label=f"detectors[{i}] ({detector_cfg.name}).args"),
         )
         detectors.append(ResolvedDetector(detector_cfg, reg.component, args, reg.plugin.name))
     return Components(metrics, detectors)

@@ -322,6 +322,17 @@ class Suite:
     def resolve(self, relative: str) -> Path:
         return (self.directory / relative).resolve()
 
+    def where(self, *field: str | int, label: str | None = None) -> str:
+        """'suite.yaml:LINE: field' for a field of the suite file (for error messages);
+        `label` names the field otherwise."""
+        try:
+            lines = _line_index(yaml.compose(self.path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader))
+        except (OSError, yaml.YAMLError):
+            lines = {}
+        line = next((lines[field[:d]] for d in range(len(field), 0, -1) if field[:d] in lines), None)
+        name = label or "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in field).lstrip(".")
+        return f"{self.path}:{line}: {name}" if line else f"{self.path}: {name}"
+
     @property
     def plugin_files(self) -> list[Path]:
         return [self.resolve(p) for p in self.config.plugins]

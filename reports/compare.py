@@ -13,7 +13,7 @@ correctness; broken first, largest change first.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from harness import (
@@ -121,7 +121,8 @@ class CompareReport(ReportView):
         doc.add(*notices)
         doc.section("Runs").add(runs_table(a, b))
         section = doc.section("Metrics")
-        section.add(metrics_table(comparisons, a.main_metric, resamples, seed))
+        stored = {m: (scores_a[m].value, scores_b[m].value) for m in shared}
+        section.add(metrics_table(comparisons, a.main_metric, resamples, seed, stored))
 
         section = doc.section("Flipped samples")
         with_flips = [c for c in comparisons if c.criterion]
@@ -290,8 +291,14 @@ def _signed(value: float, decimals: int) -> str:
 
 
 def metrics_table(
-    comparisons: Sequence[MetricComparison], main: str, resamples: int, seed: int
+    comparisons: Sequence[MetricComparison],
+    main: str,
+    resamples: int,
+    seed: int,
+    stored: Mapping[str, tuple[float | None, float | None]] | None = None,
 ) -> Table:
+    """`stored`: each metric's corpus values as the runs stored them, shown (with their
+    difference) for a metric that could not be tested, e.g. when its plugin is not loaded."""
     rows = []
     for c in comparisons:
         t = c.test
@@ -299,7 +306,11 @@ def metrics_table(
             " (main)" if c.metric == main else ""
         )
         if t is None:
-            rows.append([name, None, None, "–", "–", "–", "–", verdict(c), "–", None])
+            value_a, value_b = (stored or {}).get(c.metric, (None, None))
+            known = value_a is not None and value_b is not None
+            places = _decimals(value_a, value_b) if known else 2
+            difference = _signed(value_b - value_a, places) if known else "–"
+            rows.append([name, value_a, value_b, difference, "–", "–", "–", verdict(c), "–", None])
             continue
         places = _decimals(t.score_a, t.score_b)
         rows.append(

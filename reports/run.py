@@ -58,9 +58,11 @@ class RunReport(ReportView):
         worst: int = 10,
         examples: int = 3,
         samples: bool = False,
+        verbose: bool = False,
     ) -> Document:
         """`worst`: how many worst samples to show; `examples`: worst examples per
-        detector; `samples`: also list every sample (and put them all in the data)."""
+        detector; `samples`: also list every sample (and put them all in the data);
+        `verbose`: the run's header in full (library and plugin versions, git, host)."""
         info = queries.run(run)
         run_id = info.run_id
         scores = queries.corpus_scores(run_id)
@@ -83,8 +85,8 @@ class RunReport(ReportView):
             name=f"run-{run_id}",
         )
         doc.add(*status_notices(info, len(errors)))
-        doc.section("Run").add(KeyValues(header_items(info, len(errors))))
 
+        # What people look for first: the scores and what fails; then how it ran.
         section = doc.section("Metrics")
         if scores:
             mdes = {s.metric: planned_mde(queries, info, s.metric) for s in scores}
@@ -99,6 +101,8 @@ class RunReport(ReportView):
             section.add(
                 BarChart(list(reasons.items()), title="samples failing, by reason", format="d")
             )
+
+        doc.section("Run").add(KeyValues(header_items(info, len(errors), verbose=verbose)))
 
         section = doc.section("Issues")
         if detectors:
@@ -196,7 +200,7 @@ def _short(digest: str | None) -> str:
     return digest[:12] if digest else "–"
 
 
-def header_items(info: RunInfo, n_errors: int) -> list[tuple[str, Any]]:
+def header_items(info: RunInfo, n_errors: int, *, verbose: bool = True) -> list[tuple[str, Any]]:
     gen = info.generation
     generation = " ".join(
         f"{key}={gen[key]!r}" if isinstance(gen[key], (list, str)) else f"{key}={gen[key]}"
@@ -231,12 +235,15 @@ def header_items(info: RunInfo, n_errors: int) -> list[tuple[str, Any]]:
         ("seed", info.seed),
         ("started", f"{info.started_at:%Y-%m-%d %H:%M:%S} UTC"),
         ("time", timing),
-        ("git revision", info.git_revision or "–"),
-        ("host", info.host or "–"),
-        ("versions", ", ".join(f"{k} {v}" for k, v in info.library_versions.items())),
-        ("plugins", ", ".join(f"{k} {v}" for k, v in info.plugin_versions.items())),
-        ("plugin errors", n_errors),
     ]
+    if verbose:
+        items += [
+            ("git revision", info.git_revision or "–"),
+            ("host", info.host or "–"),
+            ("versions", ", ".join(f"{k} {v}" for k, v in info.library_versions.items())),
+            ("plugins", ", ".join(f"{k} {v}" for k, v in info.plugin_versions.items())),
+        ]
+    items.append(("plugin errors", n_errors))
     if info.label:
         items.insert(1, ("label", info.label))
     return items

@@ -635,3 +635,28 @@ def test_a_failed_run_still_has_a_report(tmp_path, demo) -> None:
     assert "no scores stored for this run" in text and "0 of 3 samples fail" in text
     assert "Worst samples" not in text
     assert json.loads(render(doc, "json"))["run"]["status"] == "failed"
+
+
+def test_run_report_puts_scores_first_and_versions_behind_verbose(reader, demo) -> None:
+    short = render(build_report(reader, "run", plugins=demo["plugins"], run=demo["a"]), "terminal", width=80)
+    headings = [line.strip(" ─━═") for line in short.splitlines()]
+    assert headings.index("Metrics") < headings.index("Failing samples") < headings.index("Run") < headings.index("Issues"), short
+    assert "versions" not in short and "harness.plugins.metrics" not in short
+    full = render(
+        build_report(reader, "run", plugins=demo["plugins"], run=demo["a"], verbose=True), "terminal", width=80
+    )
+    assert "versions" in full and "git revision" in full
+
+
+def test_compare_shows_stored_values_of_a_metric_it_cannot_test() -> None:
+    from harness.comparison import MetricComparison
+    from harness.reports.compare import metrics_table
+
+    untested = MetricComparison(
+        "my_metric", True, n=30, only_a=0, only_b=0,
+        not_tested="unknown metric 'my_metric' (load the plugin that provides it with --plugin)",
+    )
+    table = metrics_table([untested], "chrf", 1000, 0, {"my_metric": (41.5, 47.25)})
+    row = table.rows[0]
+    assert row[1:4] == [41.5, 47.25, "+5.75"]
+    assert row[7].text == "not tested"

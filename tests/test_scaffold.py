@@ -84,3 +84,29 @@ def test_generated_plugin_installs_passes_its_tests_and_is_used_in_a_run(tmp_pat
     assert shown.returncode == 0, shown.stderr
     assert "forbidden_phrase" in shown.stdout
     assert "As an AI language model" in shown.stdout
+
+
+@pytest.mark.parametrize("kind", ["detector", "metric"])
+def test_generated_package_passes_its_tests_and_shows_its_description(tmp_path: Path, kind: str) -> None:
+    name = f"my_{kind}"
+    package = tmp_path / f"harness-my-{kind}"
+    out = subprocess.run(
+        [sys.executable, "-m", "harness", "new", kind, name, "--directory", str(package),
+         "--description", "finds what I care about"],
+        capture_output=True, text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    env = {**os.environ, "PYTHONPATH": str(package)}  # importable from its source tree
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(package / "tests")],
+        capture_output=True, text=True, env=env, cwd=tmp_path,
+    )
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    listed = subprocess.run(
+        [sys.executable, "-m", "harness", "--no-autoload", "--plugin", str(package / f"harness_{name}" / "plugin.py"),
+         "plugins", "--kind", kind, "--json"],
+        capture_output=True, text=True, env=env,
+    )
+    assert listed.returncode == 0, listed.stderr
+    entry = next(e for e in json.loads(listed.stdout) if e["name"] == name)
+    assert entry["description"] == "finds what I care about"

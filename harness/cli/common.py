@@ -30,7 +30,10 @@ class CliState:
     def load_plugins(self, extra_files: Sequence[Path] = ()) -> Any:
         from harness.plugin_manager import load_plugins
 
-        return load_plugins([*self.plugin_files, *extra_files], autoload=self.autoload)
+        plugins = load_plugins([*self.plugin_files, *extra_files], autoload=self.autoload)
+        for notice in plugins.registry.notices:
+            self.err.print(f"[yellow]notice:[/] {notice}", highlight=False, soft_wrap=True)
+        return plugins
 
     def writer(self) -> Any:
         from harness.store import Store

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 import yaml
+from rich import box
 from rich.table import Table
 
 from harness.cli.common import CONTEXT_SETTINGS, CliState, pass_state
@@ -144,7 +145,8 @@ def eval_command(
     ray_address: str | None,
     workers: int | None,
 ) -> None:
-    """Evaluate SUITE (a built-in suite's name, or a suite.yaml path) against a checkpoint.
+    """Evaluate SUITE against a checkpoint. SUITE is a built-in suite's name
+    (`harness eval dictionary`), a suite.yaml path, or a directory holding a suite.yaml.
 
     \b
     Examples:
@@ -242,23 +244,34 @@ def runs_command(state: CliState, suite: str | None, limit: int, as_json: bool) 
     if not rows:
         state.console.print("no runs yet: try `harness eval dictionary --model default`")
         return
-    table = Table(title="runs", title_justify="left")
-    for column in ("id", "suite", "model", "status", "n", "main metric", "failing", "started", "time"):
-        table.add_column(column, justify="right" if column in ("id", "n", "failing", "time") else "left")
+    # Readable at 80 columns: light borders, short status words and dates; only the
+    # model column wraps.
+    table = Table(
+        title="runs", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
+    )
+    for column in ("id", "suite", "model", "status", "n", "score", "fail", "started", "time"):
+        table.add_column(
+            column,
+            justify="right" if column in ("id", "n", "fail", "time") else "left",
+            no_wrap=column != "model",
+            ratio=1 if column == "model" else None,
+            min_width=12 if column == "model" else None,
+            overflow="fold",
+        )
     for row in rows:
         model = Path(row["model_path"]).name + (f" + {Path(row['adapter_path']).name}" if row["adapter_path"] else "")
         value = f"{row['main_metric']} {row['main_value']:.3g}" if row["main_value"] is not None else "-"
-        status_style = {"completed": "green", "completed_with_errors": "yellow"}.get(row["status"], "red")
+        status, style = _RUN_STATUS.get(row["status"], (row["status"], "red"))
         table.add_row(
             str(row["run_id"]),
             f"{row['suite_name']} v{row['suite_version']}" + (f" [cyan]{row['split']}[/]" if row["split"] else ""),
-            model + (f"  [dim]{row['label']}[/]" if row["label"] else ""),
-            f"[{status_style}]{row['status']}[/]",
+            model + (f" [dim]{row['label']}[/]" if row["label"] else ""),
+            f"[{style}]{status}[/]",
             str(row["n_samples"]),
             value,
             str(row["failures"]),
-            row["started_at"].strftime("%Y-%m-%d %H:%M"),
-            f"{row['seconds']:.0f}s" if row["seconds"] is not None else "-",
+            row["started_at"].strftime("%m-%d %H:%M"),
+            _seconds(row["seconds"]),
         )
     state.console.print(table)
 
@@ -294,15 +307,73 @@ def plugins_command(state: CliState, kind: str | None, as_json: bool) -> None:
             )
         )
         return
-    table = Table(title="components", title_justify="left")
-    for column in ("kind", "name", "plugin", "source", "version"):
-        table.add_column(column, no_wrap=column in ("kind", "name"))
-    table.add_column("description", ratio=1, overflow="fold")
-    for e in entries:
-        table.add_row(e.kind, e.name, e.plugin.name, e.plugin.source, e.plugin.version, e.description)
-    state.console.print(table)
+    # One table per kind, the plugin it comes from under the description: at 80 columns
+    # names stay whole and descriptions wrap at words.
+    for kind_name in dict.fromkeys(e.kind for e in entries):
+        table = Table(
+            title=f"{kind_name}s", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+            show_header=False,
+        )
+        table.add_column("name", no_wrap=True, style="bold")
+        table.add_column("description", ratio=1)
+        for e in (e for e in entries if e.kind == kind_name):
+            table.add_row(e.name, f"{e.description}\n[dim]{_origin(e.plugin)}[/]")
+        state.console.print(table)
+
+
+_RUN_STATUS = {
+    "completed": ("done", "green"),
+    "completed_with_errors": ("errors", "yellow"),
+    "running": ("running", "cyan"),
+    "failed": ("failed", "red"),
+}
+
+
+def _seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.0f}s" if seconds < 600 else f"{seconds / 60:.0f}m"
+
+
+def _origin(plugin: Any) -> str:
+    """Where a component comes from, briefly: 'builtin', or the plugin, version and source."""
+    if plugin.source == "builtin":
+        return f"builtin ({plugin.name.removeprefix('harness.')})"
+    return f"{plugin.name} {plugin.version} · {plugin.source}"
+
+
+@click.command("validate", context_settings=CONTEXT_SETTINGS)
+@click.argument("suite")
+@pass_state
+def validate_command(state: CliState, suite: str) -> None:
+    """Check SUITE without loading a model: the suite file, its data (and pool), its
+    plugin files, and every metric's and detector's name and arguments. SUITE is a
+    built-in suite's name, a suite.yaml path or a directory holding one.
+
+    A mistake prints one line, `suite.yaml:LINE: field: what is wrong`, and exits 2.
+    """
+    from harness.scoring import resolve_components
+    from harness.suite import load_suite, read_training_rows
+
+    loaded = load_suite(suite)
+    plugins = state.load_plugins(loaded.plugin_files)
+    components = resolve_components(loaded, plugins.registry)
+    pool = loaded.pool_path
+    pool_rows = None
+    if pool is not None:
+        if not pool.is_file():
+            raise ConfigError(f"{loaded.where('pool')}: {pool} does not exist")
+        pool_rows = len(read_training_rows(pool))
+    state.console.print(
+        f"[green]ok[/]: {loaded.name} v{loaded.version}: {len(loaded.samples)} samples, "
+        f"metrics {', '.join(m.name for m in components.metrics)} (main {loaded.config.main})"
+        + (f", detectors {', '.join(d.name for d in components.detectors)}" if components.detectors else "")
+        + (f", pool of {pool_rows} rows" if pool_rows is not None else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def register(group: click.Group) -> None:
-    for command in (eval_command, runs_command, plugins_command):
+    for command in (eval_command, runs_command, plugins_command, validate_command):
         group.add_command(command)

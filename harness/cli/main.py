@@ -118,9 +118,10 @@ def _register_commands() -> None:
         new_commands,
         report_commands,
         train_commands,
+        view_commands,
     )
 
-    for module in (eval_commands, report_commands, cluster_commands, data_commands, loop_commands, new_commands, train_commands):
+    for module in (eval_commands, report_commands, cluster_commands, data_commands, loop_commands, new_commands, train_commands, view_commands):
         module.register(main)
 
 

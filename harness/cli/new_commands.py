@@ -41,5 +41,31 @@ def new_detector_command(state: CliState, name: str, directory: Path | None, des
     )
 
 
+@new_group.command("metric", context_settings=CONTEXT_SETTINGS)
+@click.argument("name")
+@click.option("--directory", type=click.Path(file_okay=False, path_type=Path), help="Where to write it (default: ./harness-NAME).")
+@click.option("--description", default="", help="One line saying what the metric measures.")
+@pass_state
+def new_metric_command(state: CliState, name: str, directory: Path | None, description: str) -> None:
+    """Write a metric plugin package NAME (a per-sample @metric function, its test, the
+    entry point) that installs and passes its own tests as generated; then edit it.
+
+    \b
+    Example:
+      harness new metric contains_reference
+      pip install -e harness-contains-reference && python -m pytest harness-contains-reference
+    """
+    from harness.scaffold import new_metric
+
+    target = directory or Path(f"harness-{name.replace('_', '-')}")
+    for path in new_metric(name, target, description=description):
+        state.console.print(f"wrote {path}", highlight=False)
+    state.console.print(
+        f"\nnext: pip install -e {target} && python -m pytest {target}\n"
+        f"then use it in a suite:  metrics: [{{name: {name}}}]",
+        highlight=False,
+    )
+
+
 def register(group: click.Group) -> None:
     group.add_command(new_group)

@@ -89,6 +89,13 @@ def _report(state: CliState, view: str, format_: str, output: Path | None, **par
     show_default=True,
     help="Report view to build (a plugin may add its own).",
 )
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="The run's header in full: library and plugin versions, git revision, host "
+    "(always in html and json).",
+)
 @pass_state
 def show_command(
     state: CliState,
@@ -99,6 +106,7 @@ def show_command(
     examples: int,
     all_samples: bool,
     view: str,
+    verbose: bool,
 ) -> None:
     """Show the report of RUN: a run id, 'latest' (the default) or 'latest~N'.
 
@@ -110,7 +118,9 @@ def show_command(
     """
     params: dict[str, Any] = {"run": run}
     if view == "run":
-        params.update(worst=worst, examples=examples, samples=all_samples)
+        params.update(
+            worst=worst, examples=examples, samples=all_samples, verbose=verbose or format_ != "terminal"
+        )
     _report(state, view, format_, output, **params)
 
 

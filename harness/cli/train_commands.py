@@ -8,6 +8,7 @@ records the run, and hands the rows to the other processes, which only train.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -299,6 +300,7 @@ def _train_and_record(
     from harness.progress import RichReporter
     from harness.training_runs import train_and_record
 
+    reporter = RichReporter(state.err)
     training_id, outcome = train_and_record(
         store,
         component,
@@ -309,9 +311,11 @@ def _train_and_record(
         args=args,
         prompt=prompt,
         manifest_hash=manifest_hash,
-        reporter=RichReporter(state.err),
+        reporter=reporter,
         total_steps=getattr(args, "max_steps", None),
     )
+    if len(outcome.loss_curve) > 1:
+        reporter.log(loss_line([loss for _, loss in outcome.loss_curve]))
     final = outcome.loss_curve[-1][1] if outcome.loss_curve else None
     state.console.print(
         f"training {training_id}: {outcome.checkpoint.adapter or outcome.checkpoint.path} "
@@ -321,6 +325,27 @@ def _train_and_record(
         highlight=False,
         soft_wrap=True,
     )
+
+
+def loss_line(losses: list[float], width: int = 40) -> str:
+    """The training loss as a one-line terminal plot: 'loss ▇▆▄▃▂▁ 2.013 → 1.204 (60 steps)'.
+
+    Averaged into at most `width` bins; heights run from the lowest to the highest loss,
+    so that the shape of a curve that falls from 2.0 to 1.9 still shows."""
+    import numpy as np
+
+    from harness.document import spark_string
+
+    finite = [v for v in losses if math.isfinite(v)]
+    if not finite:
+        return "loss: no finite values"
+    bins = [chunk for chunk in np.array_split(np.asarray(losses, dtype=float), min(width, len(losses)))]
+    means = [float(np.nanmean(b)) if np.isfinite(b).any() else math.nan for b in bins]
+    low, high = min(finite), max(finite)
+    span = (high - low) or 1.0
+    # Shifted so the lowest bin still shows as the shortest bar, not as empty.
+    heights = [(m - low) / span * 7 + 1 if math.isfinite(m) else math.nan for m in means]
+    return f"loss {spark_string(heights)} {losses[0]:.4g} → {losses[-1]:.4g} ({len(losses)} logged steps)"
 
 
 def register(group: click.Group) -> None:

@@ -235,6 +235,13 @@ def _hf() -> SimpleNamespace:
             self.progress = progress
             self.reported = 0
 
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            # The total is known only now (epochs x batches): give it to a progress bar
+            # that takes one, so that it shows "21/60" and an ETA rather than "21/?".
+            set_total = getattr(self.progress, "set_total", None)
+            if set_total is not None and state.max_steps and state.max_steps > 0:
+                set_total(int(state.max_steps))
+
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             done = state.global_step - self.reported  # after a resume: the restored steps too
             if done > 0:

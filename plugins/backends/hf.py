@@ -447,7 +447,7 @@ class HFBackend(Backend):
         with torch.inference_mode():
             extra: dict[str, Any] = {}
             if plan is not None:
-                extra["past_key_values"] = plan.prefill(self.model, input_ids, attention)
+                extra[_cache_argument(self.model)] = plan.prefill(self.model, input_ids, attention)
                 counts.prefilled, counts.saved = plan.prefilled, plan.saved
             else:
                 counts.prefilled = len(batch) * width
@@ -807,13 +807,20 @@ class SharedPrefill:
         return cache
 
 
+def _cache_argument(model: Any) -> str:
+    """The name under which the model takes a KV cache: `cache` since transformers 5.x
+    renamed it (the old `past_key_values` warns on every call), else `past_key_values`."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft wrapper
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 def _prefill(model: Any, ids: Any, mask: Any, positions: Any, cache: Any) -> None:
     """One forward pass that appends `ids` to `cache`; `mask` covers the cache and `ids`."""
     model(
         input_ids=ids,
         attention_mask=mask,
         position_ids=positions,
-        past_key_values=cache,
+        **{_cache_argument(model): cache},
         use_cache=True,
         logits_to_keep=1,  # the logits are not used; keep the LM head to one position
     )

@@ -35,6 +35,7 @@ DETECTORS = (
     "self_consistency",
     "misspelling",
     "inconsistency",
+    "hallucination",
 )
 THRESHOLD = 0.5
 

@@ -1,0 +1,1 @@
+"""`harness view`: a local, read-only web viewer over the store (see `app`)."""

@@ -32,6 +32,7 @@ import hashlib
 import json
 import math
 import os
+import typing
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -55,7 +56,10 @@ if TYPE_CHECKING:
     from harness.registry import Registry
     from harness.types import ModelSpec
 
-SELECTIONS = ("targeted", "random", "import")
+BUILT_SELECTIONS = ("targeted", "random", "random_on_task")
+"""How `build_dataset` may choose rows: aimed at the clusters, or one of the equal-budget
+controls (a uniform draw from the whole pool, or from the rows of the suite's own task)."""
+SELECTIONS = (*BUILT_SELECTIONS, "import")
 TOP_UP_ROUNDS = 2
 """How many times a cluster left short of its share by curation is asked again, for
 twice as many rows each time."""
@@ -406,9 +410,11 @@ def prepare_source(
     registry = getattr(registry, "registry", registry)
     component = registry.data_source(source, where="--source")
     args_in = dict(source_args or {})
-    if selection == "random" or "selection" in args_in:
-        if "selection" not in component.Args.model_fields:
-            raise ConfigError(f"data source {source!r} has no random selection; use --source pool")
+    if selection != "targeted" or "selection" in args_in:
+        field_info = component.Args.model_fields.get("selection")
+        offered = typing.get_args(field_info.annotation) if field_info is not None else ()
+        if selection not in offered:
+            raise ConfigError(f"data source {source!r} has no {selection} selection; use --source pool")
         if args_in.setdefault("selection", selection) != selection:
             raise ConfigError(
                 f"--selection {selection} disagrees with the source argument selection={args_in['selection']}"
@@ -510,16 +516,18 @@ def build_dataset(
     clustering. `registry`: a Registry, or the Plugins that hold one. `suites_against`:
     suite names or paths (default: every built-in suite); the run's suite is always
     included. `selection="random"`: a seeded uniform draw of the same size from the
-    source's pool (the baseline).
+    source's pool (the baseline); `"random_on_task"`: the same among the pool rows of the
+    suite's own task (the control that shows whether clusters add more than the task).
 
     Nothing is written unless the whole build succeeds."""
     registry = getattr(registry, "registry", registry)
     reporter = reporter or NullReporter()
     if budget < 1:
         raise ConfigError(f"budget must be at least 1, got {budget}")
-    if selection not in ("targeted", "random"):
+    if selection not in BUILT_SELECTIONS:
         raise ConfigError(
-            f"selection must be 'targeted' or 'random', got {selection!r} (imports use `harness data import`)"
+            f"selection must be one of {', '.join(BUILT_SELECTIONS)}, got {selection!r} "
+            "(imports use `harness data import`)"
         )
     if overfetch < 0:
         raise ConfigError(f"overfetch must be 0 or more, got {overfetch}")

@@ -21,8 +21,10 @@ from harness.cli.main import CONTEXT_SETTINGS, CliState, pass_state
 @click.option("--source", default="pool", show_default=True, help="Data source: pool, augment, teacher, or a plugin's.")
 @click.option("-s", "--source-arg", "source_args", multiple=True, metavar="KEY=VALUE", help="Data source argument.")
 @click.option("--budget", default=200, show_default=True, type=click.IntRange(min=1), help="New training rows per iteration.")
-@click.option("--selection", type=click.Choice(["targeted", "random"]), default="targeted", show_default=True,
-              help="random: rows drawn at random, the baseline that shows whether targeting helps.")
+@click.option("--selection", type=click.Choice(["targeted", "random", "random_on_task"]), default="targeted",
+              show_default=True,
+              help="Equal-budget controls: random (rows drawn at random from the pool), random_on_task (drawn "
+                   "among the rows of the suite's own task); with --source augment, untargeted augmentation.")
 @click.option("--retrain-from", type=click.Choice(["base", "last"]), default="base", show_default=True,
               help="base: retrain the starting model on the grown dataset; last: continue the last adapter.")
 @click.option("--guard", default="general", show_default=True, help="Suite that guards against forgetting ('none' to skip).")
@@ -32,6 +34,8 @@ from harness.cli.main import CONTEXT_SETTINGS, CliState, pass_state
 @click.option("--guard-limit", type=click.IntRange(min=1), help="Evaluate only the first N samples of the guard suite.")
 @click.option("--alpha", default=0.05, show_default=True, help="Significance level of the decisions.")
 @click.option("--seed", default=0, show_default=True, help="Seeds data selection, training and sampling.")
+@click.option("--fixed-iterations", is_flag=True,
+              help="Run every iteration whatever the decisions (for equal-budget comparisons of selections).")
 @click.option("--prices", type=click.Path(dir_okay=False, path_type=Path), envvar="HARNESS_PRICES",
               help="Price table for cost estimates (see harness/prices.yaml).")
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), help="Where checkpoints go (default: beside the store).")
@@ -58,6 +62,7 @@ def loop_command(
     guard_limit: int | None,
     alpha: float,
     seed: int,
+    fixed_iterations: bool,
     prices: Path | None,
     output_dir: Path | None,
     report: bool,
@@ -71,6 +76,7 @@ def loop_command(
     Examples:
       harness loop dictionary --model default
       harness loop dictionary --model default --selection random     # the baseline
+      harness loop numbers-broad --selection random_on_task          # rows of the task, not aimed
       harness loop numbers --model ./base --iterations 3 --budget 400 -t epochs=2
 
     Every step is stored as it finishes: run the same command again to resume an
@@ -99,6 +105,7 @@ def loop_command(
         guard_limit=guard_limit,
         alpha=alpha,
         seed=seed,
+        fixed_iterations=fixed_iterations,
     )
     plugins = state.load_plugins()
     with state.writer() as store:

@@ -274,6 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"pool {len(pool):,} rows ({pool_on_task:,} on-task)", flush=True)
             arms = []
             for arm in args.arms:
+                if arm == "random_on_task" and pool_on_task == len(pool):
+                    print(f"{name}: every pool row is on-task, so random_on_task is random; skipped", flush=True)
+                    continue
                 print(f"{name}: arm {arm} ...", flush=True)
                 arms.append(run_arm(store, plugins, suite_path, held_out, arm, args))
                 summary = summarise(store, plugins, arms, held_out, guard)

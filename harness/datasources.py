@@ -11,8 +11,10 @@ with MiniLM takes about 20 minutes on two cores:
    round-robin until there are `candidate_factor` x budget candidates;
 2. the candidates alone are embedded (all-MiniLM-L6-v2) and ranked by cosine
    similarity to the cluster's members: round-robin over members (each member in turn
-   takes its most similar remaining candidate, so every failing sample gets neighbours
-   and no single one dominates), or by similarity to the members' centroid.
+   takes its best remaining candidate, so every failing sample gets neighbours and no
+   single one dominates), or by similarity to the members' centroid. "Best" is maximal
+   marginal relevance (`DIVERSITY`): similarity to the member, less similarity to the
+   rows already taken, so that the rows aimed at a cluster are diverse, not near-copies.
 
 Both sides are described as a task, never by the model's wrong answer: a failing sample
 as its prompt (the input, or the instruction when there is no input) and its reference;
@@ -52,6 +54,9 @@ if TYPE_CHECKING:
     from harness.types import ModelSpec
 
 Ranking = Literal["round_robin", "centroid"]
+DIVERSITY = 0.3
+"""Weight of novelty against relevance when round-robin picks a member's next row
+(maximal marginal relevance): rows near a failure, but not near-copies of each other."""
 Analyzer = Literal["char_wb", "char", "word"]
 
 
@@ -310,6 +315,7 @@ def nearest_rows(
     candidate_factor: float = 10.0,
     ranking: Ranking = "round_robin",
     lexical: LexicalSettings = LexicalSettings(),
+    diversity: float = DIVERSITY,
 ) -> list[Neighbour]:
     """Up to `k` pool rows nearest the request's failing samples, best first (see the
     module docstring). Rows whose input is an eval input are never returned."""
@@ -359,8 +365,10 @@ def nearest_rows(
             Neighbour(candidates[j], float(similarity[best_member[j], j]), members[best_member[j]])
             for j in order
         ]
+    redundancy = candidate_vectors @ candidate_vectors.T if diversity > 0 else None
     return [
-        Neighbour(candidates[j], float(similarity[m, j]), members[m]) for m, j in _round_robin(similarity, k)
+        Neighbour(candidates[j], float(similarity[m, j]), members[m])
+        for m, j in _round_robin(similarity, k, redundancy, diversity)
     ]
 
 
@@ -404,9 +412,17 @@ def _lexical_candidates(
     return chosen
 
 
-def _round_robin(similarity: np.ndarray, k: int) -> list[tuple[int, int]]:
+def _round_robin(
+    similarity: np.ndarray, k: int, redundancy: np.ndarray | None = None, diversity: float = 0.0
+) -> list[tuple[int, int]]:
     """(member, candidate) pairs: each member in turn takes its most similar candidate not
-    yet taken, until `k` are taken or none is left."""
+    yet taken, until `k` are taken or none is left. With `diversity` > 0 (and
+    `redundancy`, candidates x candidates similarity) the pick is by maximal marginal
+    relevance instead: (1 - diversity) x similarity to the member - diversity x the
+    highest similarity to a candidate already taken, so that the rows are not near-copies
+    of each other."""
+    if redundancy is not None and diversity > 0:
+        return _mmr_round_robin(similarity, k, redundancy, diversity)
     n_members, n_candidates = similarity.shape
     orders = [np.lexsort((np.arange(n_candidates), -similarity[m])) for m in range(n_members)]
     pointers = [0] * n_members
@@ -424,4 +440,25 @@ def _round_robin(similarity: np.ndarray, k: int) -> list[tuple[int, int]]:
                 picks.append((m, j))
                 if len(picks) >= limit:
                     break
+    return picks
+
+
+def _mmr_round_robin(
+    similarity: np.ndarray, k: int, redundancy: np.ndarray, diversity: float
+) -> list[tuple[int, int]]:
+    n_members, n_candidates = similarity.shape
+    closest_taken = np.full(n_candidates, -np.inf)  # no candidate taken yet: no penalty
+    available = np.ones(n_candidates, dtype=bool)
+    picks: list[tuple[int, int]] = []
+    limit = min(k, n_candidates)
+    while len(picks) < limit:
+        for m in range(n_members):
+            penalty = np.where(np.isfinite(closest_taken), closest_taken, 0.0)
+            scores = np.where(available, (1 - diversity) * similarity[m] - diversity * penalty, -np.inf)
+            j = int(np.argmax(scores))  # ties: the lowest index
+            available[j] = False
+            closest_taken = np.maximum(closest_taken, redundancy[j])
+            picks.append((m, j))
+            if len(picks) >= limit:
+                break
     return picks

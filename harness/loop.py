@@ -416,6 +416,8 @@ class _Loop:
         self.reporter.log(
             f"dataset {manifest.manifest_hash[:12]}: {manifest.n_added} rows added, {manifest.n_rows} in all"
         )
+        for cluster, note in manifest.budget_notes.items():
+            self.reporter.log(f"cluster {cluster}: half its share of the budget ({note})")
         return manifest.manifest_hash
 
     def _train(

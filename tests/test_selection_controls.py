@@ -184,3 +184,65 @@ def test_a_source_without_the_control_is_refused(harness_store: Any, plugins: An
         build_dataset(harness_store, failing[0], failing[1], plugins, source="augment", budget=5, selection="random")
     with pytest.raises(ConfigError, match="selection must be one of"):
         build_dataset(harness_store, failing[0], failing[1], plugins, budget=5, selection="everything")
+
+
+# ---------------------------------------------------------------------------
+# Targeting that uses the error analysis: per-cluster budgets, diverse rows
+# ---------------------------------------------------------------------------
+
+
+def _cluster(cid: int, size: int) -> Cluster:
+    return Cluster(cid, tuple(f"{cid}-{i}" for i in range(size)), "", (), None, (), None, None, (), {})
+
+
+def test_a_cluster_that_did_not_move_gets_less_budget() -> None:
+    from harness.datasets import split_budget
+
+    clusters = [_cluster(0, 6), _cluster(1, 4)]
+    assert split_budget(10, clusters) == {0: 6, 1: 4}
+    # Half weight for cluster 0: weighted sizes 3 and 4, so 4.29 and 5.71 rows.
+    assert split_budget(10, clusters, {0: 0.5}) == {0: 4, 1: 6}
+    for budget in range(1, 30):
+        assert sum(split_budget(budget, clusters, {0: 0.5}).values()) == budget
+
+
+def test_the_next_iteration_halves_stalled_clusters_and_says_why(
+    harness_store: Any, plugins: Any, failing: tuple[int, int], mixed_suite: Path
+) -> None:
+    from harness.datasets import STALLED_WEIGHT, cluster_weights
+
+    run_id, first = failing
+    parent = build_dataset(harness_store, run_id, first, plugins, budget=12, embedder=hash_embedder, suites_against=[])
+    # The same failures again (the mock model learnt nothing): every cluster is stalled.
+    again = cluster_run(
+        harness_store, run_id, plugins.registry, featurizer="tfidf",
+        clusterer_args={"min_cluster_size": 2, "max_clusters": 3}, previous_clustering=first,
+    ).clustering_id
+    weights = cluster_weights(harness_store, again, parent)
+    assert weights and all(w.weight == STALLED_WEIGHT and "did not move" in w.reason for w in weights.values())
+    grown = build_dataset(
+        harness_store, run_id, again, plugins, budget=12, parent=parent.hash, embedder=hash_embedder,
+        suites_against=[],
+    )
+    assert grown.n_added == 12
+    assert set(grown.budget_notes) == {str(c) for c in weights if grown.cluster_counts.get(str(c))}
+    assert all("still fail" in note for note in grown.budget_notes.values())
+    # The controls take no lessons from the failures.
+    control = build_dataset(
+        harness_store, run_id, again, plugins, budget=12, parent=parent.hash, selection="random_on_task",
+        suites_against=[],
+    )
+    assert control.budget_notes == {}
+
+
+def test_rows_for_one_failure_are_diverse_not_near_copies() -> None:
+    from harness.datasources import _round_robin
+
+    # One failing sample; candidates 0 and 1 are near-copies, 2 is different but relevant.
+    similarity = np.array([[0.99, 0.98, 0.90]])
+    redundancy = np.array([[1.0, 0.99, 0.2], [0.99, 1.0, 0.2], [0.2, 0.2, 1.0]])
+    assert [j for _, j in _round_robin(similarity, 2)] == [0, 1]
+    assert [j for _, j in _round_robin(similarity, 2, redundancy, diversity=0.3)] == [0, 2]
+    # Every candidate is still taken once, at most k, whatever the weight.
+    picks = _round_robin(np.random.default_rng(0).random((3, 9)), 9, np.eye(9), diversity=0.3)
+    assert sorted(j for _, j in picks) == list(range(9))

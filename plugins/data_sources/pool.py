@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from harness.components import DataSource
 from harness.datasources import (
+    DIVERSITY,
     DataRequest,
     LexicalSettings,
     Pool,
@@ -54,6 +55,9 @@ class PoolArgs(BaseModel):
     """TF-IDF features of the lexical stage."""
     ngram_min: int = Field(3, ge=1)
     ngram_max: int = Field(5, ge=1)
+    diversity: float = Field(DIVERSITY, ge=0.0, le=1.0)
+    """round_robin: weight of novelty against similarity (maximal marginal relevance);
+    0 takes each member's most similar rows, however alike they are."""
     include_instruction: bool | None = None
     """Compare instructions too. Default (None): yes when the pool mixes tasks (holds
     rows of other tasks than the suite's), else only the input and output."""
@@ -104,6 +108,7 @@ class PoolSource(DataSource):
                 candidate_factor=a.candidate_factor,
                 ranking=a.ranking,
                 lexical=a.lexical(mixed=pool.mixes_tasks(task)),
+                diversity=a.diversity,
             )
             picks = [
                 (

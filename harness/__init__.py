@@ -71,6 +71,7 @@ _EXPORTS: dict[str, str] = {
     "TrainRowModel": "harness.suite",
     "input_key": "harness.curation",
     "prompt_text": "harness.curation",
+    "normalize": "harness.curation",
     "evaluate": "harness.evaluate",
     "EvalOptions": "harness.evaluate",
     "RunSummary": "harness.evaluate",
@@ -212,6 +213,7 @@ if TYPE_CHECKING:
     )
     from harness.curation import (
         input_key,
+        normalize,
         prompt_text,
     )
     from harness.datasets import (

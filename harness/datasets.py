@@ -15,7 +15,10 @@ decontaminated against. The same inputs give the same rows and therefore the sam
 sources are seeded, and everything whose order does not matter is sorted.
 
 How the budget is split: each group of failures (every cluster, and the unclustered
-failures as one more group) gets budget x size / failures rows, rounded down; the rows
+failures as one more group) gets budget x weighted size / weighted failures rows, rounded
+down, where a group's weight is 1 unless the previous iteration shows that rows aimed at
+it did not move it (see `cluster_weights`: half, with the reason in the provenance of its
+rows and in `Manifest.budget_notes`); the rows
 that rounding leaves over go one each to the groups with the largest remainders (ties:
 larger groups first, the unclustered group last), so the shares always add up to the
 budget. Each source is asked for its share plus `overfetch` (50% by default) more, so
@@ -32,6 +35,7 @@ import hashlib
 import json
 import math
 import os
+import typing
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -55,7 +59,10 @@ if TYPE_CHECKING:
     from harness.registry import Registry
     from harness.types import ModelSpec
 
-SELECTIONS = ("targeted", "random", "import")
+BUILT_SELECTIONS = ("targeted", "random", "random_on_task")
+"""How `build_dataset` may choose rows: aimed at the clusters, or one of the equal-budget
+controls (a uniform draw from the whole pool, or from the rows of the suite's own task)."""
+SELECTIONS = (*BUILT_SELECTIONS, "import")
 TOP_UP_ROUNDS = 2
 """How many times a cluster left short of its share by curation is asked again, for
 twice as many rows each time."""
@@ -95,6 +102,17 @@ class Manifest:
     @property
     def added(self) -> tuple[TrainingExample, ...]:
         return self.rows[len(self.rows) - self.n_added :]
+
+    @property
+    def budget_notes(self) -> dict[str, str]:
+        """Cluster id (as text) -> why its share of the budget was not its share by size
+        (see `cluster_weights`), from the provenance of the rows added."""
+        notes: dict[str, str] = {}
+        for row in self.added:
+            reason = row.provenance.get("budget_reason")
+            if reason and row.cluster is not None:
+                notes.setdefault(str(row.cluster), str(reason))
+        return dict(sorted(notes.items()))
 
     @property
     def eval_items(self) -> list[str]:
@@ -325,13 +343,18 @@ def list_manifests(store: Store) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------
 
 
-def split_budget(budget: int, clusters: Sequence[Cluster]) -> dict[int, int]:
-    """Cluster id -> rows, proportional to cluster size (largest remainder; see the
-    module docstring). Clusters are taken in the given order for ties."""
-    total = sum(c.size for c in clusters)
+def split_budget(
+    budget: int, clusters: Sequence[Cluster], weights: Mapping[int, float] | None = None
+) -> dict[int, int]:
+    """Cluster id -> rows, proportional to cluster size times its weight (1 unless
+    `weights` says otherwise; largest remainder, see the module docstring). Clusters are
+    taken in the given order for ties."""
+    weights = weights or {}
+    sizes = [c.size * weights.get(c.id, 1.0) for c in clusters]
+    total = sum(sizes)
     if total == 0 or budget <= 0:
         return {c.id: 0 for c in clusters}
-    quotas = [budget * c.size / total for c in clusters]
+    quotas = [budget * size / total for size in sizes]
     shares = [math.floor(q) for q in quotas]
     left = budget - sum(shares)
     order = sorted(
@@ -341,6 +364,46 @@ def split_budget(budget: int, clusters: Sequence[Cluster]) -> dict[int, int]:
     for i in order[:left]:
         shares[i] += 1
     return {c.id: s for c, s in zip(clusters, shares)}
+
+
+STALLED_SHARE = 0.8
+"""A cluster 'did not move' when at least this share of the failures it had still fail
+after an iteration that gave it rows."""
+STALLED_WEIGHT = 0.5
+"""The budget weight of a cluster that did not move: half its share by size."""
+
+
+@dataclass(frozen=True)
+class BudgetWeight:
+    weight: float
+    reason: str
+
+
+def cluster_weights(store: Store, clustering_id: int, parent: Manifest | None) -> dict[int, BudgetWeight]:
+    """Cluster id -> budget weight, from what the previous iteration did for it: a cluster
+    that continues one the parent dataset gave rows to, of whose members at least
+    `STALLED_SHARE` still fail, gets `STALLED_WEIGHT` (the rows aimed at it did not move
+    it, so more of the same is worth less than rows for the other clusters). Clusters
+    without such a history keep weight 1 and are not listed."""
+    if parent is None or parent.clustering_id is None:
+        return {}
+    given = Counter(row.cluster for row in parent.added if row.cluster is not None)
+    changes = store.query(
+        "SELECT previous_cluster, cluster_id, previous_size, still_failing FROM cluster_changes "
+        "WHERE clustering_id = ? AND previous_clustering = ? AND cluster_id IS NOT NULL "
+        "AND previous_cluster IS NOT NULL ORDER BY cluster_id",
+        [clustering_id, parent.clustering_id],
+    )
+    weights = {}
+    for change in changes:
+        rows, size, still = given[change["previous_cluster"]], change["previous_size"], change["still_failing"]
+        if rows and size and still / size >= STALLED_SHARE:
+            weights[int(change["cluster_id"])] = BudgetWeight(
+                STALLED_WEIGHT,
+                f"did not move: continues cluster {change['previous_cluster']}, which got {rows} rows, "
+                f"and {still} of its {size} failures still fail",
+            )
+    return weights
 
 
 def load_run_suite(store: Store, run_id: int) -> tuple[Suite, list[Suite]]:
@@ -409,9 +472,11 @@ def prepare_source(
     registry = getattr(registry, "registry", registry)
     component = registry.data_source(source, where="--source")
     args_in = dict(source_args or {})
-    if selection == "random" or "selection" in args_in:
-        if "selection" not in component.Args.model_fields:
-            raise ConfigError(f"data source {source!r} has no random selection; use --source pool")
+    if selection != "targeted" or "selection" in args_in:
+        field_info = component.Args.model_fields.get("selection")
+        offered = typing.get_args(field_info.annotation) if field_info is not None else ()
+        if selection not in offered:
+            raise ConfigError(f"data source {source!r} has no {selection} selection; use --source pool")
         if args_in.setdefault("selection", selection) != selection:
             raise ConfigError(
                 f"--selection {selection} disagrees with the source argument selection={args_in['selection']}"
@@ -513,16 +578,18 @@ def build_dataset(
     clustering. `registry`: a Registry, or the Plugins that hold one. `suites_against`:
     suite names or paths (default: every built-in suite); the run's suite is always
     included. `selection="random"`: a seeded uniform draw of the same size from the
-    source's pool (the baseline).
+    source's pool (the baseline); `"random_on_task"`: the same among the pool rows of the
+    suite's own task (the control that shows whether clusters add more than the task).
 
     Nothing is written unless the whole build succeeds."""
     registry = getattr(registry, "registry", registry)
     reporter = reporter or NullReporter()
     if budget < 1:
         raise ConfigError(f"budget must be at least 1, got {budget}")
-    if selection not in ("targeted", "random"):
+    if selection not in BUILT_SELECTIONS:
         raise ConfigError(
-            f"selection must be 'targeted' or 'random', got {selection!r} (imports use `harness data import`)"
+            f"selection must be one of {', '.join(BUILT_SELECTIONS)}, got {selection!r} "
+            "(imports use `harness data import`)"
         )
     if overfetch < 0:
         raise ConfigError(f"overfetch must be 0 or more, got {overfetch}")
@@ -539,7 +606,9 @@ def build_dataset(
     existing = list(parent_manifest.rows) if parent_manifest else []
     index = build_eval_index(eval_suites(run_suites, suites_against), n=ngram)
 
-    shares = split_budget(budget, clusters)
+    # Controls do not look at the failures, so they take no lessons from them either.
+    weights = cluster_weights(store, clustering_id, parent_manifest) if selection == "targeted" else {}
+    shares = split_budget(budget, clusters, {c: w.weight for c, w in weights.items()})
     gather = _Gatherer(
         registry,
         component,
@@ -570,7 +639,7 @@ def build_dataset(
             near_duplicate_threshold=near_duplicate_threshold,
             allow_own_eval_item=True,
         )
-        added = _take_shares(result, shares)
+        added = _note_weights(_take_shares(result, shares), weights)
         taken = Counter(row.cluster for row in added)
         # A cluster short of its share whose source filled its request may have more.
         short = [c for c in asked if taken[c] < shares[c] and len(found[c]) >= asked[c]]
@@ -616,6 +685,17 @@ def clustering_of(store: Store, run_id: int, clustering_id: int | None) -> int:
     if owner != run_id:
         raise ConfigError(f"clustering {clustering_id} is of run {owner}, not run {run_id}")
     return clustering_id
+
+
+def _note_weights(rows: list[TrainingExample], weights: Mapping[int, BudgetWeight]) -> list[TrainingExample]:
+    """The rows, those of a down-weighted cluster saying why in their provenance."""
+    out = []
+    for row in rows:
+        w = weights.get(row.cluster) if row.cluster is not None else None
+        if w is not None:
+            row = replace(row, provenance={**row.provenance, "budget_weight": w.weight, "budget_reason": w.reason})
+        out.append(row)
+    return out
 
 
 def _take_shares(result: CurationResult, shares: Mapping[int, int]) -> list[TrainingExample]:

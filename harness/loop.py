@@ -70,7 +70,9 @@ class LoopConfig(BaseModel):
     trainer_args: dict[str, Any] = Field(default_factory=dict)
     source: str = "pool"
     source_args: dict[str, Any] = Field(default_factory=dict)
-    selection: Literal["targeted", "random"] = "targeted"
+    selection: Literal["targeted", "random", "random_on_task"] = "targeted"
+    """targeted: rows aimed at the clusters; random / random_on_task: the equal-budget
+    controls (a uniform draw from the pool, or from its rows of the suite's own task)."""
     budget: int = Field(200, ge=1)
     """New training rows gathered per iteration."""
     retrain_from: Literal["base", "last"] = "base"
@@ -94,6 +96,10 @@ class LoopConfig(BaseModel):
     train_seeds: int = Field(1, ge=1)
     """Adapters trained per iteration, with seeds seed, seed+1, ...; the decision averages
     them and counts the spread between seeds (`harness.comparison.compare_seeds`)."""
+    fixed_iterations: bool = False
+    """Run every iteration whatever the decisions, each building on the one before it
+    (accepted or not); decisions are still taken and recorded. For comparisons at equal
+    budget, where an early stop must not end one arm sooner than another."""
 
 
 @dataclass
@@ -122,10 +128,15 @@ class LoopResult:
 
 
 def loop_fingerprint(config: LoopConfig, suite: Suite, guard: Suite | None, model_hash: str) -> str:
-    # One training seed is what every loop did before train_seeds existed: leave it out,
-    # so that their fingerprints (and so their resumption) stay as they were.
+    # Options added later keep their defaults out of the identity, so that loops started
+    # before they existed keep their fingerprints (and so their resumption).
+    dumped = config.model_dump(mode="json")
+    if dumped["train_seeds"] == 1:
+        del dumped["train_seeds"]
+    if not dumped["fixed_iterations"]:
+        del dumped["fixed_iterations"]
     identity = {
-        "config": config.model_dump(mode="json", exclude={"train_seeds"} if config.train_seeds == 1 else None),
+        "config": dumped,
         "suite": suite.hash,
         "guard": guard.hash if guard else None,
         "model": model_hash,
@@ -211,7 +222,7 @@ class _Loop:
             for i in range(1, self.config.iterations + 1) if not stop_reason else ():
                 result = self._iteration(loop_id, i)
                 results.append(result)
-                if result.decision in STOPPING:
+                if result.decision in STOPPING and not self.config.fixed_iterations:
                     stop_reason = result.reason
                     break
             if not stop_reason:
@@ -327,7 +338,7 @@ class _Loop:
         return self._result(row)
 
     def _iteration(self, loop_id: int, i: int) -> IterationResult:
-        previous = self._last_accepted(loop_id, i)
+        previous = self._previous(loop_id, i)
         row = self._start(loop_id, i, None)
         if row["step"] == "decided":
             return self._result(row)
@@ -381,6 +392,16 @@ class _Loop:
         final = self._row(loop_id, i)
         assert final is not None
         return self._result(final)
+
+    def _previous(self, loop_id: int, i: int) -> dict[str, Any]:
+        """What iteration `i` improves on: the last accepted iteration, or with
+        fixed_iterations the one just before it."""
+        if self.config.fixed_iterations:
+            row = self._row(loop_id, i - 1)
+            if row is None:
+                raise HarnessError(f"loop {loop_id} has no iteration {i - 1} to build iteration {i} on")
+            return row
+        return self._last_accepted(loop_id, i)
 
     def _last_accepted(self, loop_id: int, before: int) -> dict[str, Any]:
         rows = self.store.query(
@@ -467,6 +488,8 @@ class _Loop:
         self.reporter.log(
             f"dataset {manifest.manifest_hash[:12]}: {manifest.n_added} rows added, {manifest.n_rows} in all"
         )
+        for cluster, note in manifest.budget_notes.items():
+            self.reporter.log(f"cluster {cluster}: half its share of the budget ({note})")
         return manifest.manifest_hash
 
     def _train(

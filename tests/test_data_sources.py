@@ -407,6 +407,7 @@ def test_a_dataset_keeps_eval_items_out_and_records_why(harness_store, plugins, 
         "dictionary",
         "arithmetic",
         "numbers",
+        "numbers-broad",
         "general",
     }
     assert all(len(s["hash"]) == 64 for s in manifest.decontaminated_against)

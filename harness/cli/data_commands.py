@@ -88,10 +88,11 @@ def clustering_options(fn: Any) -> Any:
 )
 @click.option(
     "--selection",
-    type=click.Choice(["targeted", "random"]),
+    type=click.Choice(["targeted", "random", "random_on_task"]),
     default="targeted",
     show_default=True,
-    help="random: a seeded uniform draw of the same size from the pool (the baseline).",
+    help="random: a seeded uniform draw of the same size from the pool (the baseline); random_on_task: "
+    "the same among the pool rows of the suite's own task (with --source augment: untargeted augmentation).",
 )
 @click.option("--parent", help="Hash (or unique prefix) of the dataset to grow; its rows come first.")
 @click.option(

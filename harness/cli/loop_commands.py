@@ -22,8 +22,10 @@ from harness.cli.params import OUTPUT_DIR, SEED, SIGNIFICANCE
 @click.option("--source", default="pool", show_default=True, help="Data source: pool, augment, teacher, or a plugin's.")
 @click.option("-s", "--source-arg", "source_args", multiple=True, metavar="KEY=VALUE", help="Data source argument.")
 @click.option("--budget", default=200, show_default=True, type=click.IntRange(min=1), help="New training rows per iteration.")
-@click.option("--selection", type=click.Choice(["targeted", "random"]), default="targeted", show_default=True,
-              help="random: rows drawn at random, the baseline that shows whether targeting helps.")
+@click.option("--selection", type=click.Choice(["targeted", "random", "random_on_task"]), default="targeted",
+              show_default=True,
+              help="Equal-budget controls: random (rows drawn at random from the pool), random_on_task (drawn "
+                   "among the rows of the suite's own task); with --source augment, untargeted augmentation.")
 @click.option("--retrain-from", type=click.Choice(["base", "last"]), default="base", show_default=True,
               help="base: retrain the starting model on the grown dataset; last: continue the last adapter.")
 @click.option("--guard", default="general", show_default=True, help="Suite that guards against forgetting ('none' to skip).")
@@ -36,6 +38,8 @@ from harness.cli.params import OUTPUT_DIR, SEED, SIGNIFICANCE
 @click.option("--train-seeds", default=1, show_default=True, type=click.IntRange(min=1),
               help="Adapters trained per iteration (seeds seed, seed+1, ...): the decision counts the spread "
               "between them; costs K times the training and evaluation.")
+@click.option("--fixed-iterations", is_flag=True,
+              help="Run every iteration whatever the decisions (for equal-budget comparisons of selections).")
 @click.option("--prices", type=click.Path(dir_okay=False, path_type=Path), envvar="HARNESS_PRICES",
               help="Price table for cost estimates (see harness/prices.yaml).")
 @click.option("--output-dir", type=OUTPUT_DIR, help="Where checkpoints go (default: beside the store).")
@@ -63,6 +67,7 @@ def loop_command(
     alpha: float,
     seed: int,
     train_seeds: int,
+    fixed_iterations: bool,
     prices: Path | None,
     output_dir: Path | None,
     report: bool,
@@ -76,6 +81,7 @@ def loop_command(
     Examples:
       harness loop dictionary --model default
       harness loop dictionary --model default --selection random     # the baseline
+      harness loop numbers-broad --selection random_on_task          # rows of the task, not aimed
       harness loop numbers --model ./base --iterations 3 --budget 400 -t epochs=2
 
     Every step is stored as it finishes: run the same command again to resume an
@@ -105,6 +111,7 @@ def loop_command(
         alpha=alpha,
         seed=seed,
         train_seeds=train_seeds,
+        fixed_iterations=fixed_iterations,
     )
     plugins = state.load_plugins()
     with state.writer() as store:

@@ -11,12 +11,21 @@ with MiniLM takes about 20 minutes on two cores:
    round-robin until there are `candidate_factor` x budget candidates;
 2. the candidates alone are embedded (all-MiniLM-L6-v2) and ranked by cosine
    similarity to the cluster's members: round-robin over members (each member in turn
-   takes its most similar remaining candidate, so every failing sample gets neighbours
-   and no single one dominates), or by similarity to the members' centroid.
+   takes its best remaining candidate, so every failing sample gets neighbours and no
+   single one dominates), or by similarity to the members' centroid. "Best" is maximal
+   marginal relevance (`DIVERSITY`): similarity to the member, less similarity to the
+   rows already taken, so that the rows aimed at a cluster are diverse, not near-copies.
 
 Both sides are described as a task, never by the model's wrong answer: a failing sample
 as its prompt (the input, or the instruction when there is no input) and its reference;
 a pool row as its prompt and its output.
+
+A pool that mixes tasks (a broad instruction corpus, where the suite's own task is a
+small minority) is compared by task as well, without an option to set: the instruction
+joins the text on both sides, and each row's similarity to a failing sample is
+multiplied by the similarity of their instructions (MiniLM, clipped to [0, 1]), so that
+a row of another task that merely shares words with a failure ranks below the rows of
+the failure's own task (or of a paraphrase of it).
 """
 
 from __future__ import annotations
@@ -35,24 +44,45 @@ import numpy as np
 from harness import (
     ConfigError,
     DataRequest,
+    Embedder,
     Failure,
     NotFoundError,
     Suite,
     TrainingExample,
     TrainRowModel,
     input_key,
+    normalize,
     prompt_text,
     read_jsonl,
 )
 
 Ranking = Literal["round_robin", "centroid"]
+DIVERSITY = 0.3
+"""Weight of novelty against relevance when round-robin picks a member's next row
+(maximal marginal relevance): rows near a failure, but not near-copies of each other."""
 Analyzer = Literal["char_wb", "char", "word"]
 
 
-def failure_task_text(failure: Failure) -> str:
-    """A failing sample as a task: its prompt and its reference (not the model's answer)."""
+def failure_task_text(failure: Failure, include_instruction: bool = False) -> str:
+    """A failing sample as a task: its prompt and its reference (not the model's answer);
+    with `include_instruction`, the instruction too (for pools that mix tasks)."""
     sample = failure.sample
-    return f"{prompt_text(sample.instruction, sample.input)}\n{sample.reference}".strip()
+    prompt = (
+        "\n".join(p for p in (sample.instruction, sample.input) if p.strip())
+        if include_instruction
+        else prompt_text(sample.instruction, sample.input)
+    )
+    return f"{prompt}\n{sample.reference}".strip()
+
+
+def suite_task(suite: Suite) -> frozenset[str]:
+    """The suite's own task: the instructions its samples use (normalised), or its default
+    instruction when it has no samples. A pool row is on-task when its instruction is one
+    of them."""
+    found = {normalize(s.instruction) for s in suite.samples if s.instruction.strip()}
+    if not found and suite.config.instruction:
+        found.add(normalize(suite.config.instruction))
+    return frozenset(found)
 
 
 def example_task_text(example: TrainingExample, include_instruction: bool = False) -> str:
@@ -99,9 +129,23 @@ class Pool:
             out["id"] = self.ids[index]
         return out
 
+    def on_task(self, task: frozenset[str]) -> np.ndarray:
+        """Indices of the rows whose instruction is one of `task` (see `suite_task`)."""
+        return _on_task(self, task)
+
+    def mixes_tasks(self, task: frozenset[str]) -> bool:
+        """Whether the pool holds rows of other tasks than `task` (a broad pool)."""
+        return len(self.on_task(task)) < len(self.rows)
+
     def family(self, index: int) -> str:
         """The row's identity: rows derived from it (augmented variants) share it."""
         return f"pool:{self.sha256[:16]}:{self.lines[index]}"
+
+
+@lru_cache(maxsize=8)
+def _on_task(pool: Pool, task: frozenset[str]) -> np.ndarray:
+    instructions = {i: normalize(i) for i in {row.instruction for row in pool.rows}}
+    return np.array([i for i, row in enumerate(pool.rows) if instructions[row.instruction] in task], dtype=int)
 
 
 def file_sha256(path: Path) -> str:
@@ -200,16 +244,20 @@ class Neighbour:
     """The failing sample it was chosen for (round-robin) or is most similar to (centroid)."""
 
 
-def eligible_rows(request: DataRequest, pool: Pool) -> np.ndarray:
-    """Indices of pool rows whose input is no eval item's input."""
+def eligible_rows(request: DataRequest, pool: Pool, among: np.ndarray | None = None) -> np.ndarray:
+    """Indices of pool rows (of `among`, default all) whose input is no eval item's input."""
+    indices = np.arange(len(pool)) if among is None else np.asarray(among, dtype=int)
     if not request.exclude_inputs:
-        return np.arange(len(pool))
-    return np.array([i for i, key in enumerate(pool.keys) if key not in request.exclude_inputs], dtype=int)
+        return indices
+    return np.array([i for i in indices if pool.keys[i] not in request.exclude_inputs], dtype=int)
 
 
-def random_rows(request: DataRequest, pool: Pool, k: int, salt: int = 0) -> list[int]:
-    """`k` pool rows drawn uniformly without replacement (seeded), eval inputs excluded."""
-    eligible = eligible_rows(request, pool)
+def random_rows(
+    request: DataRequest, pool: Pool, k: int, salt: int = 0, among: np.ndarray | None = None
+) -> list[int]:
+    """`k` pool rows (of `among`, default all) drawn uniformly without replacement
+    (seeded), eval inputs excluded."""
+    eligible = eligible_rows(request, pool, among)
     k = min(k, len(eligible))
     if k <= 0:
         return []
@@ -224,6 +272,7 @@ def nearest_rows(
     candidate_factor: float = 10.0,
     ranking: Ranking = "round_robin",
     lexical: LexicalSettings = LexicalSettings(),
+    diversity: float = DIVERSITY,
 ) -> list[Neighbour]:
     """Up to `k` pool rows nearest the request's failing samples, best first (see the
     module docstring). Rows whose input is an eval input are never returned."""
@@ -236,7 +285,7 @@ def nearest_rows(
     eligible = np.zeros(len(pool), dtype=bool)
     eligible[eligible_rows(request, pool)] = True
     members = [f.sample.id for f in request.failures]
-    queries = [failure_task_text(f) for f in request.failures]
+    queries = [failure_task_text(f, lexical.include_instruction) for f in request.failures]
     candidates = _lexical_candidates(vectorizer, matrix, queries, eligible, math.ceil(candidate_factor * k))
     if not candidates:
         return []
@@ -255,19 +304,41 @@ def nearest_rows(
         candidate_vectors = embedder.embed(texts, progress=step)
         advance(total - done)  # texts already embedded, or repeated, report no progress
     similarity = member_vectors @ candidate_vectors.T  # members x candidates
+    weight = None
+    if lexical.include_instruction:  # a mixed pool: a row of another task ranks lower
+        weight = task_similarity(
+            embedder, [f.sample.instruction for f in request.failures], [pool.rows[i].instruction for i in candidates]
+        )
+        similarity = similarity * weight
     if ranking == "centroid":
         centre = member_vectors.mean(axis=0)
         centre /= max(float(np.linalg.norm(centre)), 1e-12)
         scores = candidate_vectors @ centre
+        if weight is not None:
+            scores = scores * weight.mean(axis=0)
         order = np.lexsort((np.arange(len(candidates)), -scores))[:k]
         best_member = similarity.argmax(axis=0)
         return [
             Neighbour(candidates[j], float(similarity[best_member[j], j]), members[best_member[j]])
             for j in order
         ]
+    redundancy = candidate_vectors @ candidate_vectors.T if diversity > 0 else None
     return [
-        Neighbour(candidates[j], float(similarity[m, j]), members[m]) for m, j in _round_robin(similarity, k)
+        Neighbour(candidates[j], float(similarity[m, j]), members[m])
+        for m, j in _round_robin(similarity, k, redundancy, diversity)
     ]
+
+
+def task_similarity(embedder: Embedder, member_tasks: Sequence[str], row_tasks: Sequence[str]) -> np.ndarray:
+    """members x rows: cosine similarity (clipped to [0, 1]) of the instructions, each
+    distinct instruction embedded once. 1 for the same task; a paraphrase of it scores
+    near 1, another task lower."""
+    distinct = sorted(set(member_tasks) | set(row_tasks))
+    vectors = embedder.embed(distinct)
+    position = {text: i for i, text in enumerate(distinct)}
+    members = vectors[[position[t] for t in member_tasks]]
+    rows = vectors[[position[t] for t in row_tasks]]
+    return np.clip(members @ rows.T, 0.0, 1.0)
 
 
 def _lexical_candidates(
@@ -298,9 +369,17 @@ def _lexical_candidates(
     return chosen
 
 
-def _round_robin(similarity: np.ndarray, k: int) -> list[tuple[int, int]]:
+def _round_robin(
+    similarity: np.ndarray, k: int, redundancy: np.ndarray | None = None, diversity: float = 0.0
+) -> list[tuple[int, int]]:
     """(member, candidate) pairs: each member in turn takes its most similar candidate not
-    yet taken, until `k` are taken or none is left."""
+    yet taken, until `k` are taken or none is left. With `diversity` > 0 (and
+    `redundancy`, candidates x candidates similarity) the pick is by maximal marginal
+    relevance instead: (1 - diversity) x similarity to the member - diversity x the
+    highest similarity to a candidate already taken, so that the rows are not near-copies
+    of each other."""
+    if redundancy is not None and diversity > 0:
+        return _mmr_round_robin(similarity, k, redundancy, diversity)
     n_members, n_candidates = similarity.shape
     orders = [np.lexsort((np.arange(n_candidates), -similarity[m])) for m in range(n_members)]
     pointers = [0] * n_members
@@ -318,4 +397,25 @@ def _round_robin(similarity: np.ndarray, k: int) -> list[tuple[int, int]]:
                 picks.append((m, j))
                 if len(picks) >= limit:
                     break
+    return picks
+
+
+def _mmr_round_robin(
+    similarity: np.ndarray, k: int, redundancy: np.ndarray, diversity: float
+) -> list[tuple[int, int]]:
+    n_members, n_candidates = similarity.shape
+    closest_taken = np.full(n_candidates, -np.inf)  # no candidate taken yet: no penalty
+    available = np.ones(n_candidates, dtype=bool)
+    picks: list[tuple[int, int]] = []
+    limit = min(k, n_candidates)
+    while len(picks) < limit:
+        for m in range(n_members):
+            penalty = np.where(np.isfinite(closest_taken), closest_taken, 0.0)
+            scores = np.where(available, (1 - diversity) * similarity[m] - diversity * penalty, -np.inf)
+            j = int(np.argmax(scores))  # ties: the lowest index
+            available[j] = False
+            closest_taken = np.maximum(closest_taken, redundancy[j])
+            picks.append((m, j))
+            if len(picks) >= limit:
+                break
     return picks

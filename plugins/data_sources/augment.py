@@ -8,7 +8,9 @@ instruction). The target is the seed row's own output, unchanged.
 Seeds are never eval items: variants of an eval item, with the eval reference as their
 target, are eval contamination that decontamination rightly removes. The seeds are the
 pool rows nearest the cluster (the same two-stage retrieval as the `pool` source, which
-never returns an eval input), or rows of a training file. A variant whose prompt
+never returns an eval input), or rows of a training file; with `selection:
+random_on_task` they are drawn at random among the rows of the suite's own task instead
+(untargeted augmentation, the equal-budget control for augmentation). A variant whose prompt
 normalises to an eval input (a typo can turn "acquirer" into "acquire") is discarded
 here and counted as `augment_eval_input`. Variants of one seed share the seed's
 `provenance.family`, so curation does not count them as near-duplicates of each other
@@ -26,7 +28,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness import DataRequest, DataSource, Suite, TrainingExample, hookimpl
-from harness.plugins.data_sources._retrieval import LexicalSettings, nearest_rows
+from harness.plugins.data_sources._retrieval import (
+    LexicalSettings,
+    Neighbour,
+    nearest_rows,
+    random_rows,
+    suite_task,
+)
 from harness.plugins.data_sources.pool import open_pool
 
 Transform = Literal["case", "whitespace", "punctuation", "typo", "format"]
@@ -58,6 +66,9 @@ class AugmentArgs(BaseModel):
     """Typos only go into alphabetic words at least this long; digits are never touched."""
     candidate_factor: float = Field(10.0, ge=1.0)
     ranking: Literal["round_robin", "centroid"] = "round_robin"
+    selection: Literal["targeted", "random_on_task"] = "targeted"
+    """targeted: seeds are the rows nearest the cluster; random_on_task: seeds drawn at
+    random among the rows of the suite's own task (untargeted augmentation)."""
 
 
 def _lower_first(text: str) -> str:
@@ -184,14 +195,20 @@ class AugmentSource(DataSource):
     def gather(self, request: DataRequest, args: BaseModel) -> list[TrainingExample]:
         a: AugmentArgs = args  # type: ignore[assignment]
         pool = open_pool(request.suite, a.path)
-        seeds = nearest_rows(
-            request,
-            pool,
-            math.ceil(request.budget / a.variants_per_seed),
-            candidate_factor=a.candidate_factor,
-            ranking=a.ranking,
-            lexical=LexicalSettings(),
-        )
+        n_seeds = math.ceil(request.budget / a.variants_per_seed)
+        if a.selection == "random_on_task":
+            among = pool.on_task(suite_task(request.suite))
+            seeds = [Neighbour(i, 0.0, "") for i in random_rows(request, pool, n_seeds, among=among)]
+        else:
+            task = suite_task(request.suite)
+            seeds = nearest_rows(
+                request,
+                pool,
+                n_seeds,
+                candidate_factor=a.candidate_factor,
+                ranking=a.ranking,
+                lexical=LexicalSettings(include_instruction=pool.mixes_tasks(task)),
+            )
         out: list[TrainingExample] = []
         excluded = 0
         for rank, seed in enumerate(seeds):
@@ -211,8 +228,11 @@ class AugmentSource(DataSource):
                         provenance={
                             **pool.provenance(seed.index),
                             **how,
-                            "seed_similarity": round(seed.similarity, 4),
-                            "nearest_sample": seed.member,
+                            **(
+                                {"selection": "random_on_task"}
+                                if a.selection == "random_on_task"
+                                else {"seed_similarity": round(seed.similarity, 4), "nearest_sample": seed.member}
+                            ),
                             "family": pool.family(seed.index),
                         },
                     )

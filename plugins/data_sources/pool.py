@@ -3,7 +3,14 @@
 Targeted selection is two-stage (TF-IDF retrieval over the whole pool, then MiniLM
 ranking of the retrieved candidates; see `_retrieval.py` beside this file). `selection: random`
 draws the same number of rows uniformly instead (seeded): the baseline that shows
-whether targeting helps. Either way a row whose input is an eval input is never chosen.
+whether targeting helps; `selection: random_on_task` draws them uniformly from the rows
+of the suite's own task (their instruction is one the suite's samples use), without
+looking at the failures: the control that shows whether the clusters add anything
+beyond finding the task. Either way a row whose input is an eval input is never chosen.
+
+A pool that mixes tasks (it holds rows whose instruction is none of the suite's) is
+compared by task as well: the instruction becomes part of what is matched, on both
+sides, without an option to set.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from harness import DataSource, Suite, TrainingExample, hookimpl
 from harness.plugins.data_sources._retrieval import (
+    DIVERSITY,
     DataRequest,
     LexicalSettings,
     Pool,
@@ -21,6 +29,7 @@ from harness.plugins.data_sources._retrieval import (
     nearest_rows,
     random_rows,
     resolve_pool_path,
+    suite_task,
 )
 
 
@@ -31,8 +40,9 @@ class PoolArgs(BaseModel):
 
     path: str | None = None
     """JSONL (or .jsonl.gz) of training rows; default: the suite's `pool:`."""
-    selection: Literal["targeted", "random"] = "targeted"
-    """targeted: nearest neighbours of the cluster; random: a seeded uniform draw."""
+    selection: Literal["targeted", "random", "random_on_task"] = "targeted"
+    """targeted: nearest neighbours of the cluster; random: a seeded uniform draw;
+    random_on_task: a seeded uniform draw among the rows of the suite's own task."""
     candidate_factor: float = Field(10.0, ge=1.0)
     """Lexical candidates embedded per row returned."""
     ranking: Literal["round_robin", "centroid"] = "round_robin"
@@ -42,14 +52,16 @@ class PoolArgs(BaseModel):
     """TF-IDF features of the lexical stage."""
     ngram_min: int = Field(3, ge=1)
     ngram_max: int = Field(5, ge=1)
-    include_instruction: bool = False
-    """Compare instructions too (for pools that mix tasks); by default only the input and
-    output, since a suite's rows usually share one instruction."""
+    diversity: float = Field(DIVERSITY, ge=0.0, le=1.0)
+    """round_robin: weight of novelty against similarity (maximal marginal relevance);
+    0 takes each member's most similar rows, however alike they are."""
+    include_instruction: bool | None = None
+    """Compare instructions too. Default (None): yes when the pool mixes tasks (holds
+    rows of other tasks than the suite's), else only the input and output."""
 
-    def lexical(self) -> LexicalSettings:
-        return LexicalSettings(
-            self.analyzer, (self.ngram_min, max(self.ngram_min, self.ngram_max)), self.include_instruction
-        )
+    def lexical(self, mixed: bool = False) -> LexicalSettings:
+        include = mixed if self.include_instruction is None else self.include_instruction
+        return LexicalSettings(self.analyzer, (self.ngram_min, max(self.ngram_min, self.ngram_max)), include)
 
 
 def open_pool(suite: Suite, path: str | None) -> Pool:
@@ -75,9 +87,15 @@ class PoolSource(DataSource):
     def gather(self, request: DataRequest, args: BaseModel) -> list[TrainingExample]:
         a: PoolArgs = args  # type: ignore[assignment]
         pool = open_pool(request.suite, a.path)
+        task = suite_task(request.suite)
         if a.selection == "random":
             picks: list[tuple[int, dict[str, Any]]] = [
                 (i, {"selection": "random"}) for i in random_rows(request, pool, request.budget)
+            ]
+        elif a.selection == "random_on_task":
+            picks = [
+                (i, {"selection": "random_on_task"})
+                for i in random_rows(request, pool, request.budget, among=pool.on_task(task))
             ]
         else:
             neighbours = nearest_rows(
@@ -86,7 +104,8 @@ class PoolSource(DataSource):
                 request.budget,
                 candidate_factor=a.candidate_factor,
                 ranking=a.ranking,
-                lexical=a.lexical(),
+                lexical=a.lexical(mixed=pool.mixes_tasks(task)),
+                diversity=a.diversity,
             )
             picks = [
                 (

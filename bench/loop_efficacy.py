@@ -1,0 +1,293 @@
+"""Does data aimed at the errors beat the same amount of data that is not, on held-out samples?
+
+Runs the loop once per arm — targeted selection and the equal-budget controls `random`
+(rows drawn from the whole pool) and `random_on_task` (rows drawn among the pool rows of
+the suite's own task, without looking at the failures) — with the same budget, seeds,
+trainer and number of iterations (`fixed_iterations`: no arm stops early), on each
+scenario:
+
+    numbers-broad   the numbers task with the broad pool (42,859 rows, 3.5 % on-task)
+    numbers         the numbers task with its own in-distribution pool
+
+Failures are mined on a mining split (`dev`) and every figure is measured on a held-out
+split (`test`) that no selection step sees. The numbers suite's 150 eval rows are the
+held-out split; the mining split is drawn (seeded) from the numbers pool rows that the
+scenario's pool does not hold, with the same count per kind and magnitude (tags) as the
+held-out split, and those rows are taken out of the scenario's pool. The guard suite
+(`general`) is evaluated by the loop at every iteration.
+
+Prints, per scenario: the held-out main metric per arm and iteration with its 95 % CI,
+the guard's main metric and its change from iteration 0, the new rows that are on-task
+and the arm's wall time; then the paired differences targeted − control on the held-out
+split at each iteration (paired bootstrap: difference, 95 % CI, p), for the main metric
+and the guard.
+
+    python bench/loop_efficacy.py                                # both scenarios, 2 iterations
+    python bench/loop_efficacy.py --scenarios numbers-broad --arms targeted random_on_task
+    python bench/loop_efficacy.py --limit 20 --dev 20 --budget 16 --iterations 1   # smoke run
+
+Results also go to --json (default: beside the store).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.comparison import compare_runs
+from harness.curation import input_key, normalize
+from harness.datasets import load_manifest
+from harness.datasources import suite_task
+from harness.evaluate import EvalOptions, evaluate, load_backend
+from harness.loop import LoopConfig, run_loop
+from harness.plugin_manager import load_plugins
+from harness.queries import Queries
+from harness.store import Store
+from harness.suite import Suite, load_suite, read_jsonl, TrainRowModel
+from harness.types import ModelSpec
+
+SCENARIOS = ("numbers-broad", "numbers")
+ARMS = ("targeted", "random", "random_on_task")
+HELD_OUT = "numbers"
+"""The held-out split of both scenarios: the numbers suite's eval rows."""
+MINING_FROM = "numbers"
+"""The pool whose rows (those a scenario's pool lacks) make the mining split."""
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--iterations", type=int, default=2)
+    parser.add_argument("--budget", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dev", type=int, default=150, help="mining-split rows")
+    parser.add_argument("--limit", type=int, help="held-out rows (default: all 150)")
+    parser.add_argument("--guard-limit", type=int, help="guard rows (default: all 105)")
+    parser.add_argument("-t", "--trainer-arg", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--store", type=Path, default=Path(".harness/bench/loop_efficacy.duckdb"))
+    parser.add_argument("--json", type=Path, help="where results go (default: beside the store)")
+    return parser.parse_args(argv)
+
+
+def trainer_args(pairs: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Splits: a mining split the pool does not hold, the numbers eval rows held out
+# ---------------------------------------------------------------------------
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    return [row.model_dump(exclude_defaults=True) for _, row in read_jsonl(path, TrainRowModel)]
+
+
+def mining_split(scenario: Suite, held_out: Suite, n: int, seed: int) -> tuple[list[dict[str, Any]], set[str]]:
+    """(mining rows as eval rows, their input keys): numbers-pool rows absent from the
+    scenario's pool, drawn with the held-out split's count per tag set (scaled to n)."""
+    source = load_suite(MINING_FROM)
+    assert scenario.pool_path is not None and source.pool_path is not None
+    scenario_keys = {input_key(r.get("instruction", ""), r.get("input", "")) for r in _rows(scenario.pool_path)}
+    held_keys = {input_key(s.instruction, s.input) for s in held_out.samples}
+    if scenario.pool_path == source.pool_path:
+        scenario_keys = set()  # the in-distribution pool: its rows are taken out below
+    by_tags: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for row in _rows(source.pool_path):
+        key = input_key(row.get("instruction", ""), row.get("input", ""))
+        if key not in scenario_keys and key not in held_keys:
+            by_tags[tuple(row.get("tags", []))].append(row)
+    wanted: dict[tuple[str, ...], int] = defaultdict(int)
+    for s in held_out.samples:
+        wanted[tuple(s.tags)] += 1
+    rng = random.Random(seed)
+    total = sum(wanted.values())
+    chosen: list[dict[str, Any]] = []
+    for tags in sorted(wanted):
+        k = min(len(by_tags[tags]), round(n * wanted[tags] / total))
+        chosen += rng.sample(sorted(by_tags[tags], key=lambda r: str(r["id"])), k)
+    chosen.sort(key=lambda r: str(r["id"]))
+    rows = [
+        {"id": f"dev-{r['id']}", "instruction": r["instruction"], "input": r["input"],
+         "reference": r["output"], "tags": r.get("tags", [])}
+        for r in chosen
+    ]
+    return rows, {input_key(r["instruction"], r["input"]) for r in rows}
+
+
+def write_mining_suite(scenario: Suite, rows: list[dict[str, Any]], keys: set[str], where: Path) -> Path:
+    """A suite directory for the mining split: the scenario's config, the mining rows as
+    its data and the scenario's pool without them."""
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert scenario.pool_path is not None
+    pool = [r for r in _rows(scenario.pool_path) if input_key(r.get("instruction", ""), r.get("input", "")) not in keys]
+    (where / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pool))
+    config = scenario.config.model_dump(mode="json", exclude_none=True)
+    config.update(name=f"{scenario.name}-dev", data="dev.jsonl", pool="pool.jsonl")
+    path = where / "suite.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+# ---------------------------------------------------------------------------
+# Running the arms
+# ---------------------------------------------------------------------------
+
+
+def run_arm(
+    store: Store, plugins: Any, suite_path: Path, held_out: Suite, arm: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    config = LoopConfig(
+        suite=str(suite_path), model=args.model, iterations=args.iterations, budget=args.budget,
+        selection=arm, seed=args.seed, guard="general", guard_limit=args.guard_limit,
+        trainer_args=trainer_args(args.trainer_arg), fixed_iterations=True,
+    )
+    result = run_loop(config, store, plugins)
+    task = suite_task(load_suite(HELD_OUT))
+    iterations = []
+    for row in store.query("SELECT * FROM iterations WHERE loop_id = ? ORDER BY iteration", [result.loop_id]):
+        checkpoint = json.loads(row["checkpoint"]) if isinstance(row["checkpoint"], str) else row["checkpoint"]
+        spec = ModelSpec(checkpoint["path"], checkpoint.get("adapter"), checkpoint.get("backend", "hf"),
+                         dict(checkpoint.get("options") or {}))
+        backend = load_backend(spec, plugins.registry)
+        try:
+            test = evaluate(held_out, backend, store, plugins, EvalOptions(limit=args.limit, seed=args.seed))
+        finally:
+            backend.close()
+        on_task = added = 0
+        if row["manifest_hash"]:
+            manifest = load_manifest(store, row["manifest_hash"])
+            added = manifest.n_added
+            on_task = sum(normalize(r.instruction) in task for r in manifest.added)
+        iterations.append({
+            "iteration": row["iteration"], "decision": row["decision"], "dev_run": row["eval_run_id"],
+            "guard_run": row["guard_run_id"], "test_run": test.run_id, "added": added, "on_task": on_task,
+        })
+    return {"arm": arm, "loop": result.loop_id, "iterations": iterations,
+            "wall_s": round(time.perf_counter() - started, 1)}
+
+
+def main_score(queries: Queries, run_id: int, metric: str) -> dict[str, Any]:
+    score = next(s for s in queries.corpus_scores(run_id) if s.metric == metric)
+    return {"value": score.value, "ci": [score.ci_low, score.ci_high], "higher_is_better": score.higher_is_better}
+
+
+def paired(queries: Queries, control_run: int, targeted_run: int, metric: str) -> dict[str, Any] | None:
+    """targeted − control on the same samples (paired bootstrap from harness.comparison)."""
+    found = [c for c in compare_runs(queries, control_run, targeted_run) if c.metric == metric]
+    if not found or found[0].test is None:
+        return None
+    t = found[0].test
+    return {"difference": t.difference, "ci": [t.ci_low, t.ci_high], "p": t.p_value, "n": t.n, "test": t.test}
+
+
+def summarise(store: Store, plugins: Any, arms: list[dict[str, Any]], held_out: Suite, guard: Suite) -> dict[str, Any]:
+    queries = Queries(store, plugins.registry)
+    main, guard_main = held_out.config.main, guard.config.main
+    for arm in arms:
+        guard0 = arm["iterations"][0]["guard_run"]
+        for it in arm["iterations"]:
+            it["test"] = main_score(queries, it["test_run"], main)
+            it["guard"] = main_score(queries, it["guard_run"], guard_main)
+            it["guard_change"] = paired(queries, guard0, it["guard_run"], guard_main) if it["iteration"] else None
+    by_arm = {a["arm"]: a for a in arms}
+    differences = []
+    if "targeted" in by_arm:
+        for control in [a for a in by_arm if a != "targeted"]:
+            for t_it, c_it in zip(by_arm["targeted"]["iterations"][1:], by_arm[control]["iterations"][1:]):
+                differences.append({
+                    "control": control, "iteration": t_it["iteration"],
+                    "test": paired(queries, c_it["test_run"], t_it["test_run"], main),
+                    "guard": paired(queries, c_it["guard_run"], t_it["guard_run"], guard_main),
+                })
+    return {"main": main, "guard_main": guard_main, "arms": arms, "differences": differences}
+
+
+# ---------------------------------------------------------------------------
+# Printing
+# ---------------------------------------------------------------------------
+
+
+def _ci(d: dict[str, Any] | None, digits: int = 3) -> str:
+    if d is None:
+        return "—"
+    low, high = d["ci"]
+    fmt = f"{{:+.{digits}f}}"
+    return f"{fmt.format(d['difference'])} [{fmt.format(low)}, {fmt.format(high)}] p={d['p']:.3f}"
+
+
+def print_scenario(name: str, summary: dict[str, Any], pool_rows: int, pool_on_task: int) -> None:
+    main, guard = summary["main"], summary["guard_main"]
+    print(f"\n## {name}: pool {pool_rows:,} rows, {pool_on_task:,} on-task ({100 * pool_on_task / pool_rows:.1f} %)\n")
+    print(f"| arm | iteration | decision (dev) | held-out {main} [95 % CI] | guard {guard} | guard change vs it. 0 | new rows on-task | wall |")
+    print("|---|---:|---|---|---|---|---|---:|")
+    for arm in summary["arms"]:
+        for it in arm["iterations"]:
+            t, g = it["test"], it["guard"]
+            print(
+                f"| {arm['arm']} | {it['iteration']} | {it['decision']} | {t['value']:.3f} [{t['ci'][0]:.3f}, {t['ci'][1]:.3f}] "
+                f"| {g['value']:.2f} | {_ci(it['guard_change'], 2)} | "
+                f"{it['on_task']}/{it['added'] if it['added'] else '—'} | "
+                f"{arm['wall_s'] / 60:.1f} min |"
+            )
+    if summary["differences"]:
+        print(f"\n| targeted − control | iteration | held-out {main}: diff [95 % CI] p | guard {guard}: diff [95 % CI] p |")
+        print("|---|---:|---|---|")
+        for d in summary["differences"]:
+            print(f"| {d['control']} | {d['iteration']} | {_ci(d['test'])} | {_ci(d['guard'], 2)} |")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.store.parent.mkdir(parents=True, exist_ok=True)
+    out = args.json or args.store.with_suffix(".json")
+    plugins = load_plugins()
+    held_out = load_suite(HELD_OUT).limited(args.limit)
+    guard = load_suite("general")
+    results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "scenarios": {}}
+    with Store.writer(args.store) as store:
+        for name in args.scenarios:
+            scenario = load_suite(name)
+            rows, keys = mining_split(scenario, load_suite(HELD_OUT), args.dev, args.seed)
+            suite_path = write_mining_suite(scenario, rows, keys, args.store.parent / f"{name}-dev")
+            mining = load_suite(suite_path)
+            assert mining.pool_path is not None
+            pool = _rows(mining.pool_path)
+            task = suite_task(load_suite(HELD_OUT))
+            pool_on_task = sum(normalize(r.get("instruction", "")) in task for r in pool)
+            print(f"{name}: mining split {len(rows)} rows, held-out {len(held_out.samples)}, "
+                  f"pool {len(pool):,} rows ({pool_on_task:,} on-task)", flush=True)
+            arms = []
+            for arm in args.arms:
+                if arm == "random_on_task" and pool_on_task == len(pool):
+                    print(f"{name}: every pool row is on-task, so random_on_task is random; skipped", flush=True)
+                    continue
+                print(f"{name}: arm {arm} ...", flush=True)
+                arms.append(run_arm(store, plugins, suite_path, held_out, arm, args))
+                summary = summarise(store, plugins, arms, held_out, guard)
+                results["scenarios"][name] = {"pool_rows": len(pool), "pool_on_task": pool_on_task,
+                                              "mining_rows": len(rows), **summary}
+                out.write_text(json.dumps(results, indent=1, default=str))
+                print(f"{name}: arm {arm} done in {arms[-1]['wall_s'] / 60:.1f} min", flush=True)
+            print_scenario(name, results["scenarios"][name], len(pool), pool_on_task)
+    print(f"\nresults: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

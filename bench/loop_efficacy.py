@@ -6,7 +6,7 @@ the suite's own task, without looking at the failures) — with the same budget,
 trainer and number of iterations (`fixed_iterations`: no arm stops early), on each
 scenario:
 
-    numbers-broad   the numbers task with the broad pool (42,859 rows, 3.5 % on-task)
+    numbers-broad   the numbers task with the broad pool (42,640 rows, 3.5 % on-task)
     numbers         the numbers task with its own in-distribution pool
 
 Failures are mined on a mining split (`dev`) and every figure is measured on a held-out

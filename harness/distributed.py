@@ -39,7 +39,7 @@ import tempfile
 import uuid
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,7 +168,7 @@ class Executor(ABC):
         scratch: Path,
         progress: Progress,
         log: Callable[[str], None],
-    ) -> Iterator[tuple[Shard, pa.Table]]:
+    ) -> Generator[tuple[Shard, pa.Table], None, None]:
         """Yield (shard, table in `SHARD_SCHEMA`) for each shard as it finishes, in any order.
 
         The caller commits a shard before asking for the next one. `scratch` is a
@@ -198,7 +198,7 @@ class LocalExecutor(Executor):
         scratch: Path,
         progress: Progress,
         log: Callable[[str], None],
-    ) -> Iterator[tuple[Shard, pa.Table]]:
+    ) -> Generator[tuple[Shard, pa.Table], None, None]:
         for shard in shards:
             yield shard, generate_shard(backend, shard, progress)
 
@@ -586,7 +586,7 @@ class RayExecutor(Executor):
         scratch: Path,
         progress: Progress,
         log: Callable[[str], None],
-    ) -> Iterator[tuple[Shard, pa.Table]]:
+    ) -> Generator[tuple[Shard, pa.Table], None, None]:
         import pyarrow.parquet as pq
 
         if not shards:

@@ -603,7 +603,7 @@ class Queries:
             ORDER BY {order}
             LIMIT $limit  -- NULL: no limit
             """,
-            params,  # type: ignore[arg-type]
+            params,
         )
 
     def sample_details(self, run_id: int, sample_ids: Sequence[str]) -> list[SampleDetail]:
@@ -687,7 +687,7 @@ class Queries:
             QUALIFY row_number() OVER (PARTITION BY p.detector ORDER BY p.severity DESC, s.position) <= $k
             ORDER BY p.detector, p.severity DESC, s.position
             """,
-            {"run": run_id, "k": per_detector},  # type: ignore[arg-type]
+            {"run": run_id, "k": per_detector},
         )
         out: dict[str, list[IssueExample]] = {}
         for row in table.to_pylist():

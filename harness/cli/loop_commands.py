@@ -100,9 +100,9 @@ def loop_command(
         trainer_args=parse_options(trainer_args, "--trainer-arg"),
         source=source,
         source_args=parse_options(source_args, "--source-arg"),
-        selection=selection,  # type: ignore[arg-type]
+        selection=selection,
         budget=budget,
-        retrain_from=retrain_from,  # type: ignore[arg-type]
+        retrain_from=retrain_from,
         guard=None if guard.lower() == "none" else guard,
         featurizer=featurizer,
         clusterer=clusterer,

@@ -315,7 +315,7 @@ def _train_and_record(
         total_steps=getattr(args, "max_steps", None),
     )
     if len(outcome.loss_curve) > 1:
-        reporter.log(loss_line([loss for _, loss in outcome.loss_curve]))
+        reporter.log(loss_line([loss for _, loss, _ in outcome.loss_curve]))
     final = outcome.loss_curve[-1][1] if outcome.loss_curve else None
     state.console.print(
         f"training {training_id}: {outcome.checkpoint.adapter or outcome.checkpoint.path} "

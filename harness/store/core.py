@@ -266,7 +266,7 @@ class Store:
             columns = [d[0] for d in cursor.description or ()]
             return [dict(zip(columns, row)) for row in cursor.fetchall()]
 
-    def query_arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
+    def query_arrow(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pa.Table:
         with self.connect() as con:
             relation = con.sql(sql, params=params) if params is not None else con.sql(sql)
             return fetch_arrow(relation)

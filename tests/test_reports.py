@@ -649,8 +649,9 @@ def test_run_report_puts_scores_first_and_versions_behind_verbose(reader, demo) 
 
 
 def test_compare_shows_stored_values_of_a_metric_it_cannot_test() -> None:
-    from harness.comparison import MetricComparison
     from harness.reports.compare import metrics_table
+
+    from harness.comparison import MetricComparison
 
     untested = MetricComparison(
         "my_metric", True, n=30, only_a=0, only_b=0,

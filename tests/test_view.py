@@ -9,9 +9,9 @@ import re
 from pathlib import Path
 
 import pytest
+import view_store
 from starlette.testclient import TestClient
 
-import view_store
 from harness.store import Store
 from harness.store.browse import Browse, SampleFilter
 from harness.view.app import CSP, create_app, highlight

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 import view_store
 
 CHROMIUM = Path("/usr/bin/chromium")

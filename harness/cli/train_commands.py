@@ -9,7 +9,6 @@ records the run, and hands the rows to the other processes, which only train.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any

@@ -45,13 +45,13 @@ import yaml
 from harness.comparison import compare_runs
 from harness.curation import input_key, normalize
 from harness.datasets import load_manifest
-from harness.datasources import suite_task
 from harness.evaluate import EvalOptions, evaluate, load_backend
 from harness.loop import LoopConfig, run_loop
 from harness.plugin_manager import load_plugins
+from harness.plugins.data_sources._retrieval import suite_task
 from harness.queries import Queries
 from harness.store import Store
-from harness.suite import Suite, load_suite, read_jsonl, TrainRowModel
+from harness.suite import Suite, TrainRowModel, load_suite, read_jsonl
 from harness.types import ModelSpec
 
 SCENARIOS = ("numbers-broad", "numbers")

@@ -86,6 +86,7 @@ def test_generated_plugin_installs_passes_its_tests_and_is_used_in_a_run(tmp_pat
     assert "As an AI language model" in shown.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["detector", "metric"])
 def test_generated_package_passes_its_tests_and_shows_its_description(tmp_path: Path, kind: str) -> None:
     name = f"my_{kind}"

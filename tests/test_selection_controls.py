@@ -10,12 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from harness import DataRequest
 from harness.clustering import UNCLUSTERED, Cluster, cluster_run, load_failures
 from harness.curation import build_eval_index, normalize
 from harness.datasets import build_dataset
-from harness.datasources import DataRequest, load_pool, suite_task
 from harness.errors import ConfigError
 from harness.evaluate import evaluate
+from harness.plugins.data_sources._retrieval import load_pool, suite_task
 from harness.suite import load_suite
 from harness.testing import mock_spec
 
@@ -236,7 +237,7 @@ def test_the_next_iteration_halves_stalled_clusters_and_says_why(
 
 
 def test_rows_for_one_failure_are_diverse_not_near_copies() -> None:
-    from harness.datasources import _round_robin
+    from harness.plugins.data_sources._retrieval import _round_robin
 
     # One failing sample; candidates 0 and 1 are near-copies, 2 is different but relevant.
     similarity = np.array([[0.99, 0.98, 0.90]])

@@ -10,7 +10,9 @@ scenario:
     numbers         the numbers task with its own in-distribution pool
 
 Failures are mined on a mining split (`dev`) and every figure is measured on a held-out
-split (`test`) that no selection step sees. The numbers suite's 150 eval rows are the
+split (`test`) that no selection step sees. Where suites declare splits, the loop's
+suite declares both (the loop then decides on `test` too); otherwise the loop sees the
+mining split alone and decides on it, and the held-out split is evaluated beside it. The numbers suite's 150 eval rows are the
 held-out split; the mining split is drawn (seeded) from the numbers pool rows that the
 scenario's pool does not hold, with the same count per kind and magnitude (tags) as the
 held-out split, and those rows are taken out of the scenario's pool. The guard suite
@@ -51,7 +53,7 @@ from harness.plugin_manager import load_plugins
 from harness.plugins.data_sources._retrieval import suite_task
 from harness.queries import Queries
 from harness.store import Store
-from harness.suite import Suite, TrainRowModel, load_suite, read_jsonl
+from harness.suite import Suite, SuiteConfig, TrainRowModel, load_suite, read_jsonl
 from harness.types import ModelSpec
 
 SCENARIOS = ("numbers-broad", "numbers")
@@ -76,6 +78,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-t", "--trainer-arg", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--store", type=Path, default=Path(".harness/bench/loop_efficacy.duckdb"))
     parser.add_argument("--json", type=Path, help="where results go (default: beside the store)")
+    parser.add_argument("--combine", nargs="+", type=Path, metavar="STORE",
+                        help="run nothing: measure the loops of these stores (arms run in parallel "
+                        "processes) on the held-out split in --store, and print the table")
     return parser.parse_args(argv)
 
 
@@ -128,16 +133,33 @@ def mining_split(scenario: Suite, held_out: Suite, n: int, seed: int) -> tuple[l
     return rows, {input_key(r["instruction"], r["input"]) for r in rows}
 
 
-def write_mining_suite(scenario: Suite, rows: list[dict[str, Any]], keys: set[str], where: Path) -> Path:
-    """A suite directory for the mining split: the scenario's config, the mining rows as
-    its data and the scenario's pool without them."""
+def write_mining_suite(
+    scenario: Suite, rows: list[dict[str, Any]], keys: set[str], held_out: Suite, where: Path
+) -> Path:
+    """A suite directory for the loop: the scenario's config and the scenario's pool
+    without the mining rows; its data are the mining rows, or, where suites declare
+    splits, `dev` (the mining rows, where the loop mines) and `test` (the held-out rows,
+    where it decides)."""
     where.mkdir(parents=True, exist_ok=True)
     (where / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with_splits = "splits" in SuiteConfig.model_fields
+    if with_splits:
+        test = [
+            {"id": s.id, "instruction": s.instruction, "input": s.input, "references": list(s.references),
+             "tags": list(s.tags)}
+            for s in held_out.samples
+        ]
+        (where / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
     assert scenario.pool_path is not None
     pool = [r for r in _rows(scenario.pool_path) if input_key(r.get("instruction", ""), r.get("input", "")) not in keys]
     (where / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pool))
     config = scenario.config.model_dump(mode="json", exclude_none=True)
-    config.update(name=f"{scenario.name}-dev", data="dev.jsonl", pool="pool.jsonl")
+    config.update(name=f"{scenario.name}-dev", pool="pool.jsonl")
+    if with_splits:
+        config.pop("data", None)
+        config.update(splits={"dev": "dev.jsonl", "test": "test.jsonl"}, mining_split="dev", heldout_split="test")
+    else:
+        config.update(data="dev.jsonl")
     path = where / "suite.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -158,28 +180,82 @@ def run_arm(
         trainer_args=trainer_args(args.trainer_arg), fixed_iterations=True,
     )
     result = run_loop(config, store, plugins)
+    iterations = loop_iterations(store, result.loop_id)
+    wall = time.perf_counter() - started
+    return {"arm": arm, "loop": result.loop_id, "iterations": measure(store, plugins, iterations, held_out, args),
+            "wall_s": round(wall, 1)}
+
+
+def loop_iterations(store: Store, loop_id: int) -> list[dict[str, Any]]:
+    """A loop's iterations: checkpoint, decision, and the new rows (and how many on-task)."""
     task = suite_task(load_suite(HELD_OUT))
-    iterations = []
-    for row in store.query("SELECT * FROM iterations WHERE loop_id = ? ORDER BY iteration", [result.loop_id]):
+    out = []
+    for row in store.query(
+        "SELECT * FROM iterations WHERE loop_id = ? AND step = 'decided' ORDER BY iteration", [loop_id]
+    ):
         checkpoint = json.loads(row["checkpoint"]) if isinstance(row["checkpoint"], str) else row["checkpoint"]
-        spec = ModelSpec(checkpoint["path"], checkpoint.get("adapter"), checkpoint.get("backend", "hf"),
-                         dict(checkpoint.get("options") or {}))
-        backend = load_backend(spec, plugins.registry)
-        try:
-            test = evaluate(held_out, backend, store, plugins, EvalOptions(limit=args.limit, seed=args.seed))
-        finally:
-            backend.close()
         on_task = added = 0
         if row["manifest_hash"]:
             manifest = load_manifest(store, row["manifest_hash"])
             added = manifest.n_added
             on_task = sum(normalize(r.instruction) in task for r in manifest.added)
-        iterations.append({
-            "iteration": row["iteration"], "decision": row["decision"], "dev_run": row["eval_run_id"],
-            "guard_run": row["guard_run_id"], "test_run": test.run_id, "added": added, "on_task": on_task,
-        })
-    return {"arm": arm, "loop": result.loop_id, "iterations": iterations,
-            "wall_s": round(time.perf_counter() - started, 1)}
+        out.append({"iteration": row["iteration"], "decision": row["decision"], "checkpoint": checkpoint,
+                    "added": added, "on_task": on_task})
+    return out
+
+
+def measure(
+    store: Store, plugins: Any, iterations: list[dict[str, Any]], held_out: Suite, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """Evaluate each iteration's checkpoint on the held-out split and the guard suite in
+    `store` (the loop's own guard runs are cached generations, so they cost nothing)."""
+    guard = load_suite("general")
+    for it in iterations:
+        c = it["checkpoint"]
+        spec = ModelSpec(c["path"], c.get("adapter"), c.get("backend", "hf"), dict(c.get("options") or {}))
+        backend = load_backend(spec, plugins.registry)
+        try:
+            it["test_run"] = evaluate(held_out, backend, store, plugins, EvalOptions(seed=args.seed)).run_id
+            it["guard_run"] = evaluate(
+                guard, backend, store, plugins, EvalOptions(limit=args.guard_limit, seed=args.seed)
+            ).run_id
+        finally:
+            backend.close()
+    return iterations
+
+
+def combine(args: argparse.Namespace) -> dict[str, Any]:
+    """Arms run in other stores (`--combine`), measured in this one so that every paired
+    comparison is on the same samples in one store."""
+    held_out = load_suite(HELD_OUT).limited(args.limit)
+    found: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for path in args.combine:
+        with Store.reader(path) as other:
+            for loop in other.query(
+                "SELECT loop_id, suite_name, config, status FROM loops ORDER BY loop_id"
+            ):
+                config = json.loads(loop["config"])
+                scenario = loop["suite_name"].removesuffix("-dev")
+                if scenario in args.scenarios:
+                    # An interrupted loop counts with the iterations it finished.
+                    found[scenario].append({"arm": config["selection"], "loop": f"{path}:{loop['loop_id']}",
+                                            "status": loop["status"],
+                                            "iterations": loop_iterations(other, loop["loop_id"]), "wall_s": None})
+    for scenario, arms in found.items():  # one loop per arm: the one that got furthest
+        best: dict[str, dict[str, Any]] = {}
+        for arm in arms:
+            if arm["arm"] in args.arms and len(arm["iterations"]) > len(best.get(arm["arm"], {}).get("iterations", [])):
+                best[arm["arm"]] = arm
+        found[scenario] = [best[a] for a in args.arms if a in best]
+    plugins = load_plugins()
+    results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "scenarios": {}}
+    with Store.writer(args.store) as store:
+        guard = load_suite("general")
+        for scenario, arms in found.items():
+            for arm in arms:
+                measure(store, plugins, arm["iterations"], held_out, args)
+            results["scenarios"][scenario] = summarise(store, plugins, arms, held_out, guard)
+    return results
 
 
 def main_score(queries: Queries, run_id: int, metric: str) -> dict[str, Any]:
@@ -231,19 +307,23 @@ def _ci(d: dict[str, Any] | None, digits: int = 3) -> str:
     return f"{fmt.format(d['difference'])} [{fmt.format(low)}, {fmt.format(high)}] p={d['p']:.3f}"
 
 
-def print_scenario(name: str, summary: dict[str, Any], pool_rows: int, pool_on_task: int) -> None:
+def print_scenario(name: str, summary: dict[str, Any], pool_rows: int | None, pool_on_task: int | None) -> None:
     main, guard = summary["main"], summary["guard_main"]
-    print(f"\n## {name}: pool {pool_rows:,} rows, {pool_on_task:,} on-task ({100 * pool_on_task / pool_rows:.1f} %)\n")
+    if pool_rows and pool_on_task is not None:
+        print(f"\n## {name}: pool {pool_rows:,} rows, {pool_on_task:,} on-task ({100 * pool_on_task / pool_rows:.1f} %)\n")
+    else:
+        print(f"\n## {name}\n")
     print(f"| arm | iteration | decision (dev) | held-out {main} [95 % CI] | guard {guard} | guard change vs it. 0 | new rows on-task | wall |")
     print("|---|---:|---|---|---|---|---|---:|")
     for arm in summary["arms"]:
+        wall = f"{arm['wall_s'] / 60:.1f} min" if arm["wall_s"] else "see log"
         for it in arm["iterations"]:
             t, g = it["test"], it["guard"]
             print(
                 f"| {arm['arm']} | {it['iteration']} | {it['decision']} | {t['value']:.3f} [{t['ci'][0]:.3f}, {t['ci'][1]:.3f}] "
                 f"| {g['value']:.2f} | {_ci(it['guard_change'], 2)} | "
                 f"{it['on_task']}/{it['added'] if it['added'] else '—'} | "
-                f"{arm['wall_s'] / 60:.1f} min |"
+                f"{wall} |"
             )
     if summary["differences"]:
         print(f"\n| targeted − control | iteration | held-out {main}: diff [95 % CI] p | guard {guard}: diff [95 % CI] p |")
@@ -256,6 +336,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     args.store.parent.mkdir(parents=True, exist_ok=True)
     out = args.json or args.store.with_suffix(".json")
+    if args.combine:
+        combined = combine(args)
+        out.write_text(json.dumps(combined, indent=1, default=str))
+        for name, summary in combined["scenarios"].items():
+            print_scenario(name, summary, None, None)
+        print(f"\nresults: {out}")
+        return 0
     plugins = load_plugins()
     held_out = load_suite(HELD_OUT).limited(args.limit)
     guard = load_suite("general")
@@ -264,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in args.scenarios:
             scenario = load_suite(name)
             rows, keys = mining_split(scenario, load_suite(HELD_OUT), args.dev, args.seed)
-            suite_path = write_mining_suite(scenario, rows, keys, args.store.parent / f"{name}-dev")
+            suite_path = write_mining_suite(scenario, rows, keys, held_out, args.store.parent / f"{name}-dev")
             mining = load_suite(suite_path)
             assert mining.pool_path is not None
             pool = _rows(mining.pool_path)

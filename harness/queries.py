@@ -786,6 +786,22 @@ class Queries:
         ids = [r["loop_id"] for r in self.store.query("SELECT loop_id FROM loops ORDER BY 1 DESC LIMIT ?", [limit])]
         return [self.loop(i) for i in ids]
 
+    def budget_notes(self, manifest_hash: str) -> dict[str, str]:
+        """Cluster id (as text) -> why the rows a dataset added for it were not its share
+        by size (see `harness.datasets.cluster_weights`); empty when every share was."""
+        rows = self.store.query(
+            "SELECT r.cluster, r.provenance FROM dataset_rows r JOIN datasets d USING (manifest_hash) "
+            "WHERE r.manifest_hash = ? AND r.position >= d.n_rows - d.n_added "
+            "AND r.provenance LIKE '%budget_reason%' ORDER BY r.position",
+            [manifest_hash],
+        )
+        notes: dict[str, str] = {}
+        for row in rows:
+            reason = json.loads(row["provenance"]).get("budget_reason")
+            if reason and row["cluster"] is not None:
+                notes.setdefault(str(row["cluster"]), str(reason))
+        return dict(sorted(notes.items()))
+
     def iterations(self, loop_id: int) -> list[IterationInfo]:
         """Every iteration of a loop with its main metric, guard metric, failures,
         clusters, data and training figures."""

@@ -95,6 +95,9 @@ class HistoryReport(ReportView):
             clusters = it.comparison.get("clusters", [])
             if clusters:
                 sub.add(_clusters_table(clusters))
+            notes = queries.budget_notes(it.manifest_hash) if it.manifest_hash else {}
+            for cluster, note in notes.items():
+                sub.add(Paragraph(Text(f"cluster {cluster} got half its share of the budget: {note}")))
             issues = it.comparison.get("issues", {})
             if issues:
                 sub.add(
@@ -126,7 +129,11 @@ def _header(info: LoopInfo, iterations: list[IterationInfo]) -> list[tuple[str, 
         ("trainer", f"{c.get('trainer')} {c.get('trainer_args') or ''}".strip()),
         ("data", f"{c.get('selection')} selection from {c.get('source')}, {c.get('budget')} rows per iteration"),
         ("retrain from", c.get("retrain_from")),
-        ("iterations", f"{max((it.iteration for it in iterations), default=0)} of {c.get('iterations')}"),
+        (
+            "iterations",
+            f"{max((it.iteration for it in iterations), default=0)} of {c.get('iterations')}"
+            + (" (fixed: every iteration runs)" if c.get("fixed_iterations") else ""),
+        ),
         ("kept", f"iteration {info.final_iteration}" if info.final_iteration is not None else "-"),
         ("stopped", info.stop_reason or "-"),
         ("checkpoints", info.output_dir),

@@ -622,3 +622,19 @@ def test_a_store_from_before_splits_opens_and_its_history_reads(suites, plugins,
     assert doc.data["iterations"][1]["mining_run_id"] is None
     listed = CliRunner().invoke(cli_main, ["--store", str(path), "runs"])
     assert listed.exit_code == 0, listed.output
+
+
+def test_fixed_iterations_run_every_iteration_each_on_the_one_before(suites, plugins, harness_store) -> None:
+    plan = ["good-15", "good-15", "good-30"]
+    stopped = run_loop(config(suites, plan, iterations=3), harness_store, plugins)
+    assert [r.decision for r in stopped.iterations] == ["baseline", "continue", "no_gain"]
+    scripted_module(plugins).ScriptedTrainer.calls = []
+    fixed = run_loop(config(suites, plan, iterations=3, fixed_iterations=True), harness_store, plugins)
+    assert fixed.loop_id != stopped.loop_id, "the option is part of the loop's identity"
+    assert [r.decision for r in fixed.iterations] == ["baseline", "continue", "no_gain", "continue"]
+    assert fixed.stop_reason == "ran all 3 iteration(s)"
+    rows = harness_store.query(
+        "SELECT iteration, compared_to FROM iterations WHERE loop_id = ? ORDER BY iteration", [fixed.loop_id]
+    )
+    # Iteration 3 builds on iteration 2 although iteration 2 was not accepted.
+    assert [(r["iteration"], r["compared_to"]) for r in rows[1:]] == [(1, 0), (2, 1), (3, 2)]

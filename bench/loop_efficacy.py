@@ -9,14 +9,10 @@ scenario:
     numbers-broad   the numbers task with the broad pool (42,640 rows, 3.5 % on-task)
     numbers         the numbers task with its own in-distribution pool
 
-Failures are mined on a mining split (`dev`) and every figure is measured on a held-out
-split (`test`) that no selection step sees. Where suites declare splits, the loop's
-suite declares both (the loop then decides on `test` too); otherwise the loop sees the
-mining split alone and decides on it, and the held-out split is evaluated beside it. The numbers suite's 150 eval rows are the
-held-out split; the mining split is drawn (seeded) from the numbers pool rows that the
-scenario's pool does not hold, with the same count per kind and magnitude (tags) as the
-held-out split, and those rows are taken out of the scenario's pool. The guard suite
-(`general`) is evaluated by the loop at every iteration.
+Both scenarios use the numbers suite's own splits: failures are mined on `dev` (150
+rows) and every figure is measured on `test` (150 rows), which no selection step sees
+(the loop decides on it too). The guard suite (`general`) is evaluated by the loop at
+every iteration (`--guard-limit` samples of it).
 
 Prints, per scenario: the held-out main metric per arm and iteration with its 95 % CI,
 the guard's main metric and its change from iteration 0, the new rows that are on-task
@@ -35,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -45,7 +40,7 @@ from typing import Any
 import yaml
 
 from harness.comparison import compare_runs
-from harness.curation import input_key, normalize
+from harness.curation import normalize
 from harness.datasets import load_manifest
 from harness.evaluate import EvalOptions, evaluate, load_backend
 from harness.loop import LoopConfig, run_loop
@@ -53,15 +48,22 @@ from harness.plugin_manager import load_plugins
 from harness.plugins.data_sources._retrieval import suite_task
 from harness.queries import Queries
 from harness.store import Store
-from harness.suite import Suite, SuiteConfig, TrainRowModel, load_suite, read_jsonl
+from harness.suite import Suite, TrainRowModel, load_suite, read_jsonl
 from harness.types import ModelSpec
 
 SCENARIOS = ("numbers-broad", "numbers")
 ARMS = ("targeted", "random", "random_on_task")
 HELD_OUT = "numbers"
-"""The held-out split of both scenarios: the numbers suite's eval rows."""
-MINING_FROM = "numbers"
-"""The pool whose rows (those a scenario's pool lacks) make the mining split."""
+"""The suite whose `test` split is held out in both scenarios (and whose task is on-task)."""
+
+
+def held_out_split(limit: int | None = None) -> Suite:
+    suite = load_suite(HELD_OUT)
+    return suite.split(suite.config.heldout_split).limited(limit)
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    return [row.model_dump(exclude_defaults=True) for _, row in read_jsonl(path, TrainRowModel)]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -72,7 +74,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--iterations", type=int, default=2)
     parser.add_argument("--budget", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dev", type=int, default=150, help="mining-split rows")
     parser.add_argument("--limit", type=int, help="held-out rows (default: all 150)")
     parser.add_argument("--guard-limit", type=int, help="guard rows (default: all 105)")
     parser.add_argument("-t", "--trainer-arg", action="append", default=[], metavar="KEY=VALUE")
@@ -90,79 +91,6 @@ def trainer_args(pairs: Sequence[str]) -> dict[str, Any]:
         key, _, value = pair.partition("=")
         out[key] = yaml.safe_load(value)
     return out
-
-
-# ---------------------------------------------------------------------------
-# Splits: a mining split the pool does not hold, the numbers eval rows held out
-# ---------------------------------------------------------------------------
-
-
-def _rows(path: Path) -> list[dict[str, Any]]:
-    return [row.model_dump(exclude_defaults=True) for _, row in read_jsonl(path, TrainRowModel)]
-
-
-def mining_split(scenario: Suite, held_out: Suite, n: int, seed: int) -> tuple[list[dict[str, Any]], set[str]]:
-    """(mining rows as eval rows, their input keys): numbers-pool rows absent from the
-    scenario's pool, drawn with the held-out split's count per tag set (scaled to n)."""
-    source = load_suite(MINING_FROM)
-    assert scenario.pool_path is not None and source.pool_path is not None
-    scenario_keys = {input_key(r.get("instruction", ""), r.get("input", "")) for r in _rows(scenario.pool_path)}
-    held_keys = {input_key(s.instruction, s.input) for s in held_out.samples}
-    if scenario.pool_path == source.pool_path:
-        scenario_keys = set()  # the in-distribution pool: its rows are taken out below
-    by_tags: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
-    for row in _rows(source.pool_path):
-        key = input_key(row.get("instruction", ""), row.get("input", ""))
-        if key not in scenario_keys and key not in held_keys:
-            by_tags[tuple(row.get("tags", []))].append(row)
-    wanted: dict[tuple[str, ...], int] = defaultdict(int)
-    for s in held_out.samples:
-        wanted[tuple(s.tags)] += 1
-    rng = random.Random(seed)
-    total = sum(wanted.values())
-    chosen: list[dict[str, Any]] = []
-    for tags in sorted(wanted):
-        k = min(len(by_tags[tags]), round(n * wanted[tags] / total))
-        chosen += rng.sample(sorted(by_tags[tags], key=lambda r: str(r["id"])), k)
-    chosen.sort(key=lambda r: str(r["id"]))
-    rows = [
-        {"id": f"dev-{r['id']}", "instruction": r["instruction"], "input": r["input"],
-         "reference": r["output"], "tags": r.get("tags", [])}
-        for r in chosen
-    ]
-    return rows, {input_key(r["instruction"], r["input"]) for r in rows}
-
-
-def write_mining_suite(
-    scenario: Suite, rows: list[dict[str, Any]], keys: set[str], held_out: Suite, where: Path
-) -> Path:
-    """A suite directory for the loop: the scenario's config and the scenario's pool
-    without the mining rows; its data are the mining rows, or, where suites declare
-    splits, `dev` (the mining rows, where the loop mines) and `test` (the held-out rows,
-    where it decides)."""
-    where.mkdir(parents=True, exist_ok=True)
-    (where / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with_splits = "splits" in SuiteConfig.model_fields
-    if with_splits:
-        test = [
-            {"id": s.id, "instruction": s.instruction, "input": s.input, "references": list(s.references),
-             "tags": list(s.tags)}
-            for s in held_out.samples
-        ]
-        (where / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
-    assert scenario.pool_path is not None
-    pool = [r for r in _rows(scenario.pool_path) if input_key(r.get("instruction", ""), r.get("input", "")) not in keys]
-    (where / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pool))
-    config = scenario.config.model_dump(mode="json", exclude_none=True)
-    config.update(name=f"{scenario.name}-dev", pool="pool.jsonl")
-    if with_splits:
-        config.pop("data", None)
-        config.update(splits={"dev": "dev.jsonl", "test": "test.jsonl"}, mining_split="dev", heldout_split="test")
-    else:
-        config.update(data="dev.jsonl")
-    path = where / "suite.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
 
 
 # ---------------------------------------------------------------------------
@@ -227,7 +155,7 @@ def measure(
 def combine(args: argparse.Namespace) -> dict[str, Any]:
     """Arms run in other stores (`--combine`), measured in this one so that every paired
     comparison is on the same samples in one store."""
-    held_out = load_suite(HELD_OUT).limited(args.limit)
+    held_out = held_out_split(args.limit)
     found: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for path in args.combine:
         with Store.reader(path) as other:
@@ -235,7 +163,7 @@ def combine(args: argparse.Namespace) -> dict[str, Any]:
                 "SELECT loop_id, suite_name, config, status FROM loops ORDER BY loop_id"
             ):
                 config = json.loads(loop["config"])
-                scenario = loop["suite_name"].removesuffix("-dev")
+                scenario = loop["suite_name"]
                 if scenario in args.scenarios:
                     # An interrupted loop counts with the iterations it finished.
                     found[scenario].append({"arm": config["selection"], "loop": f"{path}:{loop['loop_id']}",
@@ -344,19 +272,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nresults: {out}")
         return 0
     plugins = load_plugins()
-    held_out = load_suite(HELD_OUT).limited(args.limit)
+    held_out = held_out_split(args.limit)
     guard = load_suite("general")
     results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "scenarios": {}}
     with Store.writer(args.store) as store:
         for name in args.scenarios:
             scenario = load_suite(name)
-            rows, keys = mining_split(scenario, load_suite(HELD_OUT), args.dev, args.seed)
-            suite_path = write_mining_suite(scenario, rows, keys, held_out, args.store.parent / f"{name}-dev")
-            mining = load_suite(suite_path)
-            assert mining.pool_path is not None
-            pool = _rows(mining.pool_path)
+            suite_path = scenario.path
+            assert scenario.pool_path is not None
+            pool = _rows(scenario.pool_path)
             task = suite_task(load_suite(HELD_OUT))
             pool_on_task = sum(normalize(r.get("instruction", "")) in task for r in pool)
+            mining = scenario.split(scenario.config.mining_split)
+            rows = mining.samples
             print(f"{name}: mining split {len(rows)} rows, held-out {len(held_out.samples)}, "
                   f"pool {len(pool):,} rows ({pool_on_task:,} on-task)", flush=True)
             arms = []

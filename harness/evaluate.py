@@ -17,7 +17,7 @@ import json
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -138,6 +138,43 @@ def evaluate(
     finally:
         if owns_backend:
             backend.close()
+
+
+def evaluate_adapters(
+    suite: Suite,
+    model: ModelSpec,
+    adapters: list[str],
+    store: Store,
+    plugins: Plugins,
+    options: EvalOptions | None = None,
+    *,
+    reporter: Reporter | None = None,
+) -> list[RunSummary]:
+    """One run per adapter on the base `model`, in order. A backend that can switch
+    adapters (`check_adapter` and `switch_adapter`, as `hf` has with peft) loads the base
+    once and checks every adapter before the first run starts; any other backend is
+    loaded once per adapter."""
+    if not adapters:
+        raise ConfigError("evaluate_adapters needs at least one adapter")
+    backend = load_backend(replace(model, adapter=adapters[0]), plugins.registry)
+    try:
+        switch = getattr(backend, "switch_adapter", None)
+        if switch is not None:
+            for adapter in adapters[1:]:
+                backend.check_adapter(adapter)  # type: ignore[attr-defined]  # before any run
+        summaries = []
+        for adapter in adapters:
+            if adapter != backend.spec.adapter:
+                if switch is not None:
+                    switch(adapter)
+                else:
+                    backend.close()
+                    backend = load_backend(replace(model, adapter=adapter), plugins.registry)
+                    switch = None
+            summaries.append(evaluate(suite, backend, store, plugins, options, reporter=reporter))
+        return summaries
+    finally:
+        backend.close()
 
 
 def _evaluate_loaded(

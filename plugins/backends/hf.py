@@ -18,7 +18,8 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -142,11 +143,49 @@ class HFBackend(Backend):
                 from harness.training import quiet_peft_version_skew
 
                 with quiet_peft_version_skew():
-                    model = PeftModel.from_pretrained(model, self.adapter_dir)
+                    model = PeftModel.from_pretrained(model, self.adapter_dir, adapter_name=self._adapter_name)
                 if opts.merge_adapter:
                     model = model.merge_and_unload()
             self._model = model.to(self.device).eval()
         return self._model
+
+    @property
+    def _adapter_name(self) -> str:
+        """The name peft holds the current adapter under: its content hash, so that an
+        adapter switched to twice is loaded once."""
+        assert self._adapter_hash is not None
+        return self._adapter_hash[:16]
+
+    def check_adapter(self, adapter: str) -> Path:
+        """The directory of an adapter `switch_adapter` can take, or a clear error."""
+        opts: HFOptions = self.options  # type: ignore[assignment]
+        if opts.merge_adapter:
+            raise ConfigError(
+                "-o merge_adapter=true merges one adapter into the weights: it cannot switch between "
+                "several --adapter; drop merge_adapter"
+            )
+        return checkpoints.resolve_adapter_dir(adapter)
+
+    def switch_adapter(self, adapter: str) -> None:
+        """Put another peft adapter on the same base without loading the base again: peft
+        keeps every adapter loaded so far (`load_adapter`) and `set_adapter` makes one
+        active. Outputs are those of a backend loaded with that adapter alone."""
+        directory = self.check_adapter(adapter)
+        self.adapter_dir, self._adapter_hash = directory, checkpoints.content_hash(directory)
+        self.spec = replace(self.spec, adapter=adapter)
+        if self._model is None:
+            return  # loaded with this adapter on first use
+        from peft import PeftModel
+
+        from harness.training import quiet_peft_version_skew
+
+        with quiet_peft_version_skew():
+            if not isinstance(self._model, PeftModel):
+                self._model = PeftModel.from_pretrained(self._model, directory, adapter_name=self._adapter_name)
+            elif self._adapter_name not in self._model.peft_config:
+                self._model.load_adapter(directory, adapter_name=self._adapter_name)
+        self._model.set_adapter(self._adapter_name)
+        self._model.eval()
 
     # -- description ------------------------------------------------------------
 

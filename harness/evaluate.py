@@ -203,7 +203,7 @@ def _evaluate_loaded(
         draw_config = (
             generation.model_copy(update={"temperature": needs.draw_temperature}) if needs.draws else None
         )
-        jobs = make_jobs(backend.checkpoint_hash, prompts, generation, needs.draws, draw_config)
+        jobs = make_jobs(backend.output_hash, prompts, generation, needs.draws, draw_config)
         generated, cached = generate_with_cache(
             store,
             run_id,
@@ -279,7 +279,7 @@ def _run_header(
     detectors = [d.config.model_dump(mode="json") for d in components.detectors]
     identity = {
         "suite": suite.hash,
-        "checkpoint": backend.checkpoint_hash,
+        "checkpoint": backend.output_hash,  # the checkpoint hash unless computed in reduced precision
         "backend": spec.backend,
         "backend_options": output_options,
         "prompt": suite.config.prompt.model_dump(mode="json"),

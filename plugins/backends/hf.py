@@ -12,6 +12,7 @@ an uninterrupted one would have produced.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import logging
@@ -43,7 +44,16 @@ class HFOptions(BaseModel):
         "auto",
         description="Prompts per batch; auto = 32 on CPU, on GPU the largest that fits in free memory.",
     )
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="Weights and activations: auto = float32 on CPU, bfloat16 on a GPU that has it. "
+        "Anything but float32 changes outputs, and is part of the run's identity and cache key.",
+    )
+    quantize: Literal["none", "int8"] = Field(
+        "none",
+        description="int8: dynamic int8 quantisation of every Linear layer (torch.ao, CPU only); "
+        "outputs differ from float32 and are recorded apart.",
+    )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps ...")
     trust_remote_code: bool = Field(False, description="Run code shipped with the model.")
     allow_pickle: bool = Field(False, description="Allow .bin (pickle) weights, not only safetensors.")
@@ -94,6 +104,13 @@ class HFBackend(Backend):
         self.adapter_dir = checkpoints.resolve_adapter_dir(spec.adapter) if spec.adapter else None
         self.device = _pick_device(opts.device)
         self.dtype = _pick_dtype(opts.dtype, self.device)
+        if opts.quantize == "int8" and (self.device.type != "cpu" or self.dtype != torch.float32):
+            raise ConfigError(
+                f"-o quantize=int8 runs on CPU in float32 (torch dynamic quantisation); got device "
+                f"{self.device}, dtype {str(self.dtype).removeprefix('torch.')}"
+            )
+        if self.dtype == torch.bfloat16 and self.device.type == "cpu" and not _cpu_has_bf16():
+            log.warning("this CPU has no bfloat16 instructions: -o dtype=bfloat16 is emulated and slow")
         self._model_hash = checkpoints.content_hash(self.model_dir)
         self._adapter_hash = checkpoints.content_hash(self.adapter_dir) if self.adapter_dir else None
 
@@ -146,7 +163,10 @@ class HFBackend(Backend):
                     model = PeftModel.from_pretrained(model, self.adapter_dir, adapter_name=self._adapter_name)
                 if opts.merge_adapter:
                     model = model.merge_and_unload()
-            self._model = model.to(self.device).eval()
+            model = model.to(self.device).eval()
+            if opts.quantize == "int8":
+                model = _quantize_int8(model)
+            self._model = model
         return self._model
 
     @property
@@ -159,11 +179,12 @@ class HFBackend(Backend):
     def check_adapter(self, adapter: str) -> Path:
         """The directory of an adapter `switch_adapter` can take, or a clear error."""
         opts: HFOptions = self.options  # type: ignore[assignment]
-        if opts.merge_adapter:
-            raise ConfigError(
-                "-o merge_adapter=true merges one adapter into the weights: it cannot switch between "
-                "several --adapter; drop merge_adapter"
-            )
+        for option, value in (("merge_adapter", opts.merge_adapter), ("quantize", opts.quantize != "none")):
+            if value:
+                raise ConfigError(
+                    f"-o {option} changes the weights one adapter is loaded on: it cannot switch between "
+                    f"several --adapter; drop {option}"
+                )
         return checkpoints.resolve_adapter_dir(adapter)
 
     def switch_adapter(self, adapter: str) -> None:
@@ -194,6 +215,14 @@ class HFBackend(Backend):
         return checkpoints.checkpoint_hash(self._model_hash, self._adapter_hash)
 
     @property
+    def output_hash(self) -> str:
+        opts: HFOptions = self.options  # type: ignore[assignment]
+        numerics = {"dtype": str(self.dtype).removeprefix("torch."), "quantize": opts.quantize}
+        if numerics == {"dtype": "float32", "quantize": "none"}:
+            return self.checkpoint_hash  # the cache keys of float32 runs stay what they were
+        return hashlib.sha256(json.dumps([self.checkpoint_hash, numerics], sort_keys=True).encode()).hexdigest()
+
+    @property
     def model_hash(self) -> str:
         return self._model_hash
 
@@ -208,6 +237,7 @@ class HFBackend(Backend):
             "adapter": str(self.adapter_dir) if self.adapter_dir else None,
             "architecture": (config.get("architectures") or [config.get("model_type", "?")])[0],
             "dtype": str(self.dtype).removeprefix("torch."),
+            "quantize": self.options.quantize,  # type: ignore[attr-defined]
             "device": str(self.device),
         }
 
@@ -627,6 +657,28 @@ class PerRowSampler:
         out = torch.full_like(scores, float("-inf"))
         out[torch.arange(scores.shape[0], device=scores.device), chosen] = 0.0
         return out
+
+
+def _quantize_int8(model: Any) -> Any:
+    """Every Linear layer (the adapter's too) with int8 weights and dynamically quantised
+    activations: torch.ao's dynamic quantisation, deprecated in torch but working on the
+    CPUs it supports."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*quantiz.*deprecated", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*deprecated.*", module="torch.ao")
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True  # not Linux: cannot tell, say nothing
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _seeded(seed: int) -> Any:

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from harness.comparison import MetricComparison, compare_runs
 from harness.cost import Work, estimate, load_prices
 from harness.errors import ConfigError, HarnessError
+from harness.distributed import Executor
 from harness.evaluate import EvalOptions, evaluate, load_backend
 from harness.plugin_manager import Plugins
 from harness.progress import NullReporter, Reporter
@@ -119,9 +120,13 @@ def run_loop(
     reporter: Reporter | None = None,
     output_dir: Path | None = None,
     prices: str | Path | None = None,
+    executor: Executor | None = None,
 ) -> LoopResult:
-    """Run (or resume) a loop; returns what each iteration decided."""
-    return _Loop(config, store, plugins, reporter or NullReporter(), output_dir, prices).run()
+    """Run (or resume) a loop; returns what each iteration decided. `executor` (a
+    RayExecutor) makes the evaluations' generations elsewhere; outputs are the same."""
+    loop = _Loop(config, store, plugins, reporter or NullReporter(), output_dir, prices)
+    loop.executor = executor
+    return loop.run()
 
 
 class _Loop:
@@ -163,6 +168,7 @@ class _Loop:
         self.fingerprint = loop_fingerprint(config, self.suite, self.guard, self.base_hash)
         self.output_root = output_dir
         self.queries = Queries(store, registry)
+        self.executor: Executor | None = None
 
     # -- the loop ---------------------------------------------------------------
 
@@ -346,11 +352,13 @@ class _Loop:
     def _evaluate(self, spec: ModelSpec, row: Mapping[str, Any]) -> tuple[int, int | None]:
         backend = load_backend(spec, self.plugins.registry)  # one load serves the suite and the guard
         try:
-            options = EvalOptions(limit=self.config.limit, seed=self.config.seed)
+            options = EvalOptions(limit=self.config.limit, seed=self.config.seed, executor=self.executor)
             run = evaluate(self.suite, backend, self.store, self.plugins, options, reporter=self.reporter)
             guard_id = None
             if self.guard is not None:
-                guard_options = EvalOptions(limit=self.config.guard_limit, seed=self.config.seed)
+                guard_options = EvalOptions(
+                    limit=self.config.guard_limit, seed=self.config.seed, executor=self.executor
+                )
                 guard = evaluate(self.guard, backend, self.store, self.plugins, guard_options, reporter=self.reporter)
                 guard_id = guard.run_id
         finally:

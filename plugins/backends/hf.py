@@ -1,9 +1,11 @@
 """`hf`: transformers causal language models from a local directory, optionally with a
 peft adapter on top.
 
-Generation is batched: prompts are sorted by length (little padding), padded on the
-left, decoded with the KV cache under `torch.inference_mode`, and stopped on EOS or
-stop strings. The stop-string checker is built once per set of strings and reused
+Generation is batched continuously (plugins/backends/continuous.py): prompts are sorted
+by length (little padding), padded on the left, decoded with the KV cache under
+`torch.inference_mode`, stopped on EOS or stop strings, and a row leaves the batch the
+step it finishes while a waiting prompt takes its place (`-o continuous=false`: fixed
+batches through `generate`). The stop-string checker is built once per set of strings and reused
 (building it costs about 0.45 s and 350 MB per call with the default tokenizer).
 Sampling draws each row from its own seeded generator, so a sample's output does not
 depend on which other prompts share its batch: a resumed run reproduces exactly what
@@ -720,9 +722,8 @@ def _pick_dtype(requested: str, device: Any) -> Any:
 
 CPU_BATCH_SIZE = 32
 """The auto batch size on CPU. bench/generation.py (greedy, 64 dictionary prompts,
-SmolLM2-135M, fp32, 2 cores): 40 tok/s at 8, 61 at 16, 88 at 32, 108 at 64. Past 32 the
-gain shrinks while memory grows with rows x tokens, and rows that have finished keep
-decoding until the longest row of their batch stops; see bench/RESULTS.md."""
+SmolLM2-135M, fp32, 2 cores, static batches): 40 tok/s at 8, 61 at 16, 88 at 32, 108 at
+64. Past 32 the gain shrinks while memory grows with rows x tokens; see bench/RESULTS.md."""
 
 
 def _initial_batch_size(requested: int | str) -> int:

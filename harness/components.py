@@ -125,7 +125,15 @@ class Backend(ABC):
     @property
     @abstractmethod
     def checkpoint_hash(self) -> str:
-        """A content hash of the weights (base and adapter): the generation cache's key."""
+        """A content hash of the weights (base and adapter)."""
+
+    @property
+    def output_hash(self) -> str:
+        """What decides the outputs, as the generation cache's key and part of a run's
+        identity: the checkpoint and, for a backend that can compute in reduced precision
+        (bfloat16, int8), the number format it computes in. The checkpoint hash where the
+        format is the checkpoint's own float32."""
+        return self.checkpoint_hash
 
     def describe(self) -> dict[str, Any]:
         """What the run header shows and stores about the loaded model."""

@@ -17,7 +17,7 @@ import json
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness import environment
@@ -139,6 +139,43 @@ def evaluate(
             backend.close()
 
 
+def evaluate_adapters(
+    suite: Suite,
+    model: ModelSpec,
+    adapters: list[str],
+    store: Store,
+    plugins: Plugins,
+    options: EvalOptions | None = None,
+    *,
+    reporter: Reporter | None = None,
+) -> list[RunSummary]:
+    """One run per adapter on the base `model`, in order. A backend that can switch
+    adapters (`check_adapter` and `switch_adapter`, as `hf` has with peft) loads the base
+    once and checks every adapter before the first run starts; any other backend is
+    loaded once per adapter."""
+    if not adapters:
+        raise ConfigError("evaluate_adapters needs at least one adapter")
+    backend = load_backend(replace(model, adapter=adapters[0]), plugins.registry)
+    try:
+        switch = getattr(backend, "switch_adapter", None)
+        if switch is not None:
+            for adapter in adapters[1:]:
+                backend.check_adapter(adapter)  # type: ignore[attr-defined]  # before any run
+        summaries = []
+        for adapter in adapters:
+            if adapter != backend.spec.adapter:
+                if switch is not None:
+                    switch(adapter)
+                else:
+                    backend.close()
+                    backend = load_backend(replace(model, adapter=adapter), plugins.registry)
+                    switch = None
+            summaries.append(evaluate(suite, backend, store, plugins, options, reporter=reporter))
+        return summaries
+    finally:
+        backend.close()
+
+
 def _evaluate_loaded(
     suite: Suite,
     backend: Backend,
@@ -165,7 +202,7 @@ def _evaluate_loaded(
         draw_config = (
             generation.model_copy(update={"temperature": needs.draw_temperature}) if needs.draws else None
         )
-        jobs = make_jobs(backend.checkpoint_hash, prompts, generation, needs.draws, draw_config)
+        jobs = make_jobs(backend.output_hash, prompts, generation, needs.draws, draw_config)
         generated, cached = generate_with_cache(
             store,
             run_id,
@@ -242,7 +279,7 @@ def _run_header(
     detectors = [d.config.model_dump(mode="json") for d in components.detectors]
     identity = {
         "suite": suite.hash,
-        "checkpoint": backend.checkpoint_hash,
+        "checkpoint": backend.output_hash,  # the checkpoint hash unless computed in reduced precision
         "backend": spec.backend,
         "backend_options": output_options,
         "prompt": suite.config.prompt.model_dump(mode="json"),

@@ -221,7 +221,7 @@ def loglikelihoods_with_cache(
     """(NLL, tokens) of each continuation given its context, by sample id, through the cache."""
     reporter = reporter or NullReporter()
     keys = {
-        sample_id: loglikelihood_key(backend.checkpoint_hash, ctx, cont)
+        sample_id: loglikelihood_key(backend.output_hash, ctx, cont)
         for sample_id, (ctx, cont) in pairs.items()
     }
     found: dict[str, tuple[float, int]] = {}

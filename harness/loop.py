@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from harness.backends import load_backend
 from harness.comparison import MetricComparison, compare_runs, compare_seeds
 from harness.cost import Work, estimate, load_prices
+from harness.distributed import Executor
 from harness.errors import ConfigError, HarnessError
 from harness.evaluate import EvalOptions, evaluate
 from harness.plugin_manager import Plugins
@@ -155,9 +156,13 @@ def run_loop(
     reporter: Reporter | None = None,
     output_dir: Path | None = None,
     prices: str | Path | None = None,
+    executor: Executor | None = None,
 ) -> LoopResult:
-    """Run (or resume) a loop; returns what each iteration decided."""
-    return _Loop(config, store, plugins, reporter or NullReporter(), output_dir, prices).run()
+    """Run (or resume) a loop; returns what each iteration decided. `executor` (a
+    RayExecutor) makes the evaluations' generations elsewhere; outputs are the same."""
+    loop = _Loop(config, store, plugins, reporter or NullReporter(), output_dir, prices)
+    loop.executor = executor
+    return loop.run()
 
 
 class _Loop:
@@ -201,6 +206,7 @@ class _Loop:
         self.fingerprint = loop_fingerprint(config, self.suite, self.guard, self.base_hash)
         self.output_root = output_dir
         self.queries = Queries(store, registry)
+        self.executor: Executor | None = None
 
     # -- the loop ---------------------------------------------------------------
 
@@ -422,12 +428,14 @@ class _Loop:
         to each), and the guard suite whole."""
         backend = load_backend(spec, self.plugins.registry)  # one load serves every run
         try:
-            options = EvalOptions(limit=self.config.limit, seed=self.config.seed)
+            options = EvalOptions(limit=self.config.limit, seed=self.config.seed, executor=self.executor)
             mining = evaluate(self.mining, backend, self.store, self.plugins, options, reporter=self.reporter)
             run = evaluate(self.heldout, backend, self.store, self.plugins, options, reporter=self.reporter)
             guard_id = None
             if self.guard is not None:
-                guard_options = EvalOptions(limit=self.config.guard_limit, seed=self.config.seed)
+                guard_options = EvalOptions(
+                    limit=self.config.guard_limit, seed=self.config.seed, executor=self.executor
+                )
                 guard = evaluate(self.guard, backend, self.store, self.plugins, guard_options, reporter=self.reporter)
                 guard_id = guard.run_id
         finally:

@@ -57,6 +57,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "harness.plugins.data_sources.teacher",
     "harness.plugins.data_sources.annotate",
     "harness.plugins.backends.openai",
+    "harness.plugins.backends.vllm",
 )
 """Modules of the built-in plugins, registered through the same hooks as any other."""
 

@@ -413,3 +413,29 @@ def test_batch_size_estimates() -> None:
     kv_cache = 2 * 2 * 2 * 16 * 100 * 4  # keys and values, layers, KV heads, head dim, tokens, bytes
     assert fp32 > kv_cache and bf16 < fp32
     assert bytes_per_row(config, 200, torch.float32) > 2 * kv_cache
+
+
+# -- reduced precision -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options", [{"dtype": "bfloat16"}, {"quantize": "int8"}], ids=["bfloat16", "int8"])
+def test_reduced_precision_is_recorded_and_kept_apart(tiny_model_dir, plugins, harness_store, options) -> None:
+    full = backend(tiny_model_dir, plugins)
+    low = backend(tiny_model_dir, plugins, **options)
+    assert full.output_hash == full.checkpoint_hash  # float32 keys stay what they were
+    assert low.output_hash != low.checkpoint_hash == full.checkpoint_hash
+    described = low.describe()
+    assert (described["dtype"], described["quantize"]) == (
+        options.get("dtype", "float32"), options.get("quantize", "none"))
+    assert len(low.generate(PROMPTS[:2], GenerationConfig(max_new_tokens=4))) == 2
+    suite = load_suite(Path(__file__).parent / "data" / "echo_suite")
+    first = evaluate(suite, ModelSpec(str(tiny_model_dir)), harness_store, plugins)
+    second = evaluate(suite, ModelSpec(str(tiny_model_dir), options=options), harness_store, plugins)
+    # Not served from the float32 cache, and a run of its own.
+    assert second.generated == first.generated > 0 and second.cached == 0
+    assert second.run_id != first.run_id
+
+
+def test_int8_needs_cpu_and_float32(tiny_model_dir, plugins) -> None:
+    with pytest.raises(ConfigError, match="quantize=int8 runs on CPU in float32"):
+        backend(tiny_model_dir, plugins, quantize="int8", dtype="bfloat16")

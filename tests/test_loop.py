@@ -638,3 +638,35 @@ def test_fixed_iterations_run_every_iteration_each_on_the_one_before(suites, plu
     )
     # Iteration 3 builds on iteration 2 although iteration 2 was not accepted.
     assert [(r["iteration"], r["compared_to"]) for r in rows[1:]] == [(1, 0), (2, 1), (3, 2)]
+
+
+def test_the_loops_evaluations_go_to_the_given_executor(suites, plugins, harness_store) -> None:
+    from harness.distributed import LocalExecutor
+
+    class Recording(LocalExecutor):
+        """Where `harness loop --ray` passes a RayExecutor: records the shards it is given."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.checkpoints: list[str | None] = []
+
+        def run(self, backend, shards, **kwargs):
+            self.checkpoints.append(backend.spec.adapter)
+            yield from super().run(backend, shards, **kwargs)
+
+    executor = Recording()
+    shipped = run_loop(config(suites, ["good-15"], iterations=1), harness_store, plugins, executor=executor)
+    local = run_loop(config(suites, ["good-15"], iterations=1, seed=1), harness_store, plugins)
+    # The base and the iteration's adapter, each on the suite and the guard suite.
+    assert len(executor.checkpoints) == 4 and executor.checkpoints[0] is None and executor.checkpoints[-1]
+    assert [r.main_value for r in shipped.iterations] == [r.main_value for r in local.iterations]
+
+
+def test_loop_ray_flags_need_ray(suites, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from harness.cli.main import main
+
+    out = CliRunner().invoke(main, ["--store", str(tmp_path / "s.duckdb"), "loop", str(suites["target"]),
+                                    "--ray-address", "auto"])
+    assert out.exit_code == 2 and "only apply with --ray" in out.output, out.output

@@ -42,9 +42,11 @@ def model_options(fn: Any) -> Any:
     fn = click.option("--backend", default="hf", show_default=True, help="Model backend plugin.")(fn)
     fn = click.option(
         "--adapter",
+        "adapters",
         type=click.Path(path_type=Path),
-        default=None,
-        help="A peft (LoRA) adapter directory to load on top of --model.",
+        multiple=True,
+        help="A peft (LoRA) adapter directory to load on top of --model; repeat it for one run "
+        "per adapter on one loaded base.",
     )(fn)
     fn = click.option(
         "--model",
@@ -129,7 +131,7 @@ def eval_command(
     state: CliState,
     suite: str,
     model_path: str,
-    adapter: Path | None,
+    adapters: tuple[Path, ...],
     backend: str,
     backend_options: tuple[str, ...],
     split: str | None,
@@ -154,13 +156,15 @@ def eval_command(
       harness eval dictionary --model default --split test
       harness eval ./my-suite/suite.yaml --model ./merged
       harness eval numbers --model base/ --adapter out/adapter -o batch_size=16
+      harness eval dictionary --model default --adapter it1/adapter --adapter it2/adapter
       harness eval dictionary --model default --ray --ray-address auto --workers 8
 
     Generations are cached by checkpoint, prompt and parameters: evaluating an unchanged
     checkpoint again generates nothing, and an interrupted run resumes where it stopped.
+    Several --adapter make one run per adapter, in order, on a base loaded once.
     Exit code: 0 done, 1 done but a plugin failed (or --check-targets missed), 2 bad input.
     """
-    from harness.evaluate import EvalOptions, evaluate
+    from harness.evaluate import EvalOptions, evaluate, evaluate_adapters
     from harness.progress import RichReporter
     from harness.suite import load_suite
     from harness.types import ModelSpec
@@ -173,7 +177,7 @@ def eval_command(
     plugins = state.load_plugins(loaded.plugin_files)
     spec = ModelSpec(
         path=model_path,
-        adapter=str(adapter) if adapter else None,
+        adapter=str(adapters[0]) if len(adapters) == 1 else None,
         backend=backend,
         options=parse_options(backend_options, "--backend-option"),
     )
@@ -190,10 +194,27 @@ def eval_command(
     )
     reporter = RichReporter(state.err)
     with executor or nullcontext(), state.writer() as store:
-        summary = evaluate(loaded, spec, store, plugins, options, reporter=reporter)
+        if len(adapters) > 1:
+            summaries = evaluate_adapters(
+                loaded, spec, [str(a) for a in adapters], store, plugins, options, reporter=reporter
+            )
+        else:
+            summaries = [evaluate(loaded, spec, store, plugins, options, reporter=reporter)]
+    exit_code = 0
+    names = adapters if len(adapters) > 1 else (None,)
+    for summary, adapter in zip(summaries, names):
+        exit_code = max(exit_code, _finish_run(state, summary, adapter, plugins, report, check_targets))
+    raise SystemExit(exit_code)
+
+
+def _finish_run(
+    state: CliState, summary: Any, adapter: Path | None, plugins: Any, report: bool, check_targets: bool
+) -> int:
+    """Print one run's line (and report); its exit code."""
     state.err.print(
-        f"run [bold]{summary.run_id}[/]: {summary.n_samples} samples, "
-        f"{summary.generated} generated, {summary.cached} from cache"
+        f"run [bold]{summary.run_id}[/]"
+        + (f" ({adapter})" if adapter else "")
+        + f": {summary.n_samples} samples, {summary.generated} generated, {summary.cached} from cache"
         + (" (resumed)" if summary.resumed else ""),
         highlight=False,
     )
@@ -214,7 +235,7 @@ def eval_command(
         missed = [name for name, c in summary.corpus.items() if c["passed"] is False]
         state.err.print(f"[bold red]missed target[/]: {', '.join(missed)}", highlight=False)
         exit_code = 1
-    raise SystemExit(exit_code)
+    return exit_code
 
 
 @click.command("runs", context_settings=CONTEXT_SETTINGS)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
 
 from harness.cli.common import CONTEXT_SETTINGS, CliState, pass_state
-from harness.cli.eval_commands import parse_options
+from harness.cli.eval_commands import parse_options, ray_executor, ray_options
 from harness.cli.params import OUTPUT_DIR, SEED, SIGNIFICANCE
 
 
@@ -44,6 +45,7 @@ from harness.cli.params import OUTPUT_DIR, SEED, SIGNIFICANCE
               help="Price table for cost estimates (see harness/prices.yaml).")
 @click.option("--output-dir", type=OUTPUT_DIR, help="Where checkpoints go (default: beside the store).")
 @click.option("--report/--no-report", default=True, show_default=True, help="Print the loop's history at the end.")
+@ray_options
 @pass_state
 def loop_command(
     state: CliState,
@@ -71,6 +73,9 @@ def loop_command(
     prices: Path | None,
     output_dir: Path | None,
     report: bool,
+    use_ray: bool,
+    ray_address: str | None,
+    workers: int | None,
 ) -> None:
     """Improve a model on SUITE: evaluate, cluster the failures, gather training data aimed
     at the clusters, retrain, evaluate again — and decide, with paired tests, whether to go
@@ -83,6 +88,7 @@ def loop_command(
       harness loop dictionary --model default --selection random     # the baseline
       harness loop numbers-broad --selection random_on_task          # rows of the task, not aimed
       harness loop numbers --model ./base --iterations 3 --budget 400 -t epochs=2
+      harness loop dictionary --model default --ray --ray-address auto   # evaluations on Ray
 
     Every step is stored as it finishes: run the same command again to resume an
     interrupted loop. `harness history LOOP` shows a loop's iterations.
@@ -114,9 +120,12 @@ def loop_command(
         fixed_iterations=fixed_iterations,
     )
     plugins = state.load_plugins()
-    with state.writer() as store:
+    # Connect to Ray before the store is touched: a bad address leaves no loop behind.
+    executor = ray_executor(plugins, use_ray, ray_address, workers)
+    with executor or nullcontext(), state.writer() as store:
         result = run_loop(
-            config, store, plugins, reporter=RichReporter(state.err), output_dir=output_dir, prices=prices
+            config, store, plugins, reporter=RichReporter(state.err), output_dir=output_dir, prices=prices,
+            executor=executor,
         )
     state.err.print(
         f"loop [bold]{result.loop_id}[/]: {result.stop_reason}; keeping iteration {result.final_iteration}",

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from harness.cli.common import CONTEXT_SETTINGS, CliState
 from harness.errors import HarnessError
@@ -43,7 +44,8 @@ class HarnessGroup(click.Group):
         try:
             return super().invoke(ctx)
         except HarnessError as exc:
-            Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            # escape: a message naming an extra ('harness-loop[vllm]') is not markup
+            Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             Console(stderr=True).print(

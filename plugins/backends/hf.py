@@ -1,9 +1,11 @@
 """`hf`: transformers causal language models from a local directory, optionally with a
 peft adapter on top.
 
-Generation is batched: prompts are sorted by length (little padding), padded on the
-left, decoded with the KV cache under `torch.inference_mode`, and stopped on EOS or
-stop strings. The stop-string checker is built once per set of strings and reused
+Generation is batched continuously (plugins/backends/continuous.py): prompts are sorted
+by length (little padding), padded on the left, decoded with the KV cache under
+`torch.inference_mode`, stopped on EOS or stop strings, and a row leaves the batch the
+step it finishes while a waiting prompt takes its place (`-o continuous=false`: fixed
+batches through `generate`). The stop-string checker is built once per set of strings and reused
 (building it costs about 0.45 s and 350 MB per call with the default tokenizer).
 Sampling draws each row from its own seeded generator, so a sample's output does not
 depend on which other prompts share its batch: a resumed run reproduces exactly what
@@ -12,13 +14,15 @@ an uninterrupted one would have produced.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -52,7 +56,16 @@ class HFOptions(BaseModel):
         "auto",
         description="Prompts per batch; auto = 32 on CPU, on GPU the largest that fits in free memory.",
     )
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="Weights and activations: auto = float32 on CPU, bfloat16 on a GPU that has it. "
+        "Anything but float32 changes outputs, and is part of the run's identity and cache key.",
+    )
+    quantize: Literal["none", "int8"] = Field(
+        "none",
+        description="int8: dynamic int8 quantisation of every Linear layer (torch.ao, CPU only); "
+        "outputs differ from float32 and are recorded apart.",
+    )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps ...")
     trust_remote_code: bool = Field(False, description="Run code shipped with the model.")
     allow_pickle: bool = Field(False, description="Allow .bin (pickle) weights, not only safetensors.")
@@ -104,6 +117,13 @@ class HFBackend(Backend):
             check_adapter_dir(self.adapter_dir, self.model_dir, allow_pickle=opts.allow_pickle)
         self.device = _pick_device(opts.device)
         self.dtype = _pick_dtype(opts.dtype, self.device)
+        if opts.quantize == "int8" and (self.device.type != "cpu" or self.dtype != torch.float32):
+            raise ConfigError(
+                f"-o quantize=int8 runs on CPU in float32 (torch dynamic quantisation); got device "
+                f"{self.device}, dtype {str(self.dtype).removeprefix('torch.')}"
+            )
+        if self.dtype == torch.bfloat16 and self.device.type == "cpu" and not _cpu_has_bf16():
+            log.warning("this CPU has no bfloat16 instructions: -o dtype=bfloat16 is emulated and slow")
         self._model_hash = checkpoint_content_hash(self.model_dir)
         self._adapter_hash = checkpoint_content_hash(self.adapter_dir) if self.adapter_dir else None
 
@@ -153,17 +173,67 @@ class HFBackend(Backend):
                 from harness import quiet_peft_version_skew
 
                 with quiet_peft_version_skew():
-                    model = PeftModel.from_pretrained(model, self.adapter_dir)
+                    model = PeftModel.from_pretrained(model, self.adapter_dir, adapter_name=self._adapter_name)
                 if opts.merge_adapter:
                     model = model.merge_and_unload()
-            self._model = model.to(self.device).eval()
+            model = model.to(self.device).eval()
+            if opts.quantize == "int8":
+                model = _quantize_int8(model)
+            self._model = model
         return self._model
+
+    @property
+    def _adapter_name(self) -> str:
+        """The name peft holds the current adapter under: its content hash, so that an
+        adapter switched to twice is loaded once."""
+        assert self._adapter_hash is not None
+        return self._adapter_hash[:16]
+
+    def check_adapter(self, adapter: str) -> Path:
+        """The directory of an adapter `switch_adapter` can take, or a clear error."""
+        opts: HFOptions = self.options  # type: ignore[assignment]
+        for option, value in (("merge_adapter", opts.merge_adapter), ("quantize", opts.quantize != "none")):
+            if value:
+                raise ConfigError(
+                    f"-o {option} changes the weights one adapter is loaded on: it cannot switch between "
+                    f"several --adapter; drop {option}"
+                )
+        return resolve_adapter_dir(adapter)
+
+    def switch_adapter(self, adapter: str) -> None:
+        """Put another peft adapter on the same base without loading the base again: peft
+        keeps every adapter loaded so far (`load_adapter`) and `set_adapter` makes one
+        active. Outputs are those of a backend loaded with that adapter alone."""
+        directory = self.check_adapter(adapter)
+        self.adapter_dir, self._adapter_hash = directory, checkpoint_content_hash(directory)
+        self.spec = replace(self.spec, adapter=adapter)
+        if self._model is None:
+            return  # loaded with this adapter on first use
+        from peft import PeftModel
+
+        from harness import quiet_peft_version_skew
+
+        with quiet_peft_version_skew():
+            if not isinstance(self._model, PeftModel):
+                self._model = PeftModel.from_pretrained(self._model, directory, adapter_name=self._adapter_name)
+            elif self._adapter_name not in self._model.peft_config:
+                self._model.load_adapter(directory, adapter_name=self._adapter_name)
+        self._model.set_adapter(self._adapter_name)
+        self._model.eval()
 
     # -- description ------------------------------------------------------------
 
     @property
     def checkpoint_hash(self) -> str:
         return checkpoint_hash(self._model_hash, self._adapter_hash)
+
+    @property
+    def output_hash(self) -> str:
+        opts: HFOptions = self.options  # type: ignore[assignment]
+        numerics = {"dtype": str(self.dtype).removeprefix("torch."), "quantize": opts.quantize}
+        if numerics == {"dtype": "float32", "quantize": "none"}:
+            return self.checkpoint_hash  # the cache keys of float32 runs stay what they were
+        return hashlib.sha256(json.dumps([self.checkpoint_hash, numerics], sort_keys=True).encode()).hexdigest()
 
     @property
     def model_hash(self) -> str:
@@ -180,6 +250,7 @@ class HFBackend(Backend):
             "adapter": str(self.adapter_dir) if self.adapter_dir else None,
             "architecture": (config.get("architectures") or [config.get("model_type", "?")])[0],
             "dtype": str(self.dtype).removeprefix("torch."),
+            "quantize": self.options.quantize,  # type: ignore[attr-defined]
             "device": str(self.device),
         }
 
@@ -605,6 +676,28 @@ class PerRowSampler:
         return out
 
 
+def _quantize_int8(model: Any) -> Any:
+    """Every Linear layer (the adapter's too) with int8 weights and dynamically quantised
+    activations: torch.ao's dynamic quantisation, deprecated in torch but working on the
+    CPUs it supports."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*quantiz.*deprecated", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*deprecated.*", module="torch.ao")
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True  # not Linux: cannot tell, say nothing
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def _seeded(seed: int) -> Any:
     import torch
 
@@ -644,9 +737,8 @@ def _pick_dtype(requested: str, device: Any) -> Any:
 
 CPU_BATCH_SIZE = 32
 """The auto batch size on CPU. bench/generation.py (greedy, 64 dictionary prompts,
-SmolLM2-135M, fp32, 2 cores): 40 tok/s at 8, 61 at 16, 88 at 32, 108 at 64. Past 32 the
-gain shrinks while memory grows with rows x tokens, and rows that have finished keep
-decoding until the longest row of their batch stops; see bench/RESULTS.md."""
+SmolLM2-135M, fp32, 2 cores, static batches): 40 tok/s at 8, 61 at 16, 88 at 32, 108 at
+64. Past 32 the gain shrinks while memory grows with rows x tokens; see bench/RESULTS.md."""
 
 
 def _initial_batch_size(requested: int | str) -> int:

@@ -167,6 +167,9 @@ def test_history_report_shows_iterations_and_the_overall_change(suites, plugins,
 
     text = render(doc, "markdown")
     assert "iteration 0 → iteration 2" in text and "continue" in text
+    # The suite gives `data:` only: the history says the harness made its split.
+    assert "mined on dev (15 samples), decided on test (15); made by the harness" in text
+    assert "dev (mined)" in text and data["loop"]["split_auto"] is True
 
 
 def test_no_significant_gain_stops_and_keeps_the_last_checkpoint(suites, plugins, harness_store) -> None:

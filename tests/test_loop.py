@@ -167,6 +167,9 @@ def test_history_report_shows_iterations_and_the_overall_change(suites, plugins,
 
     text = render(doc, "markdown")
     assert "iteration 0 → iteration 2" in text and "continue" in text
+    # The suite gives `data:` only: the history says the harness made its split.
+    assert "mined on dev (15 samples), decided on test (15); made by the harness" in text
+    assert "dev (mined)" in text and data["loop"]["split_auto"] is True
 
 
 def test_no_significant_gain_stops_and_keeps_the_last_checkpoint(suites, plugins, harness_store) -> None:
@@ -580,9 +583,16 @@ def test_the_loop_never_reads_held_out_samples_when_it_clusters_or_gathers_data(
     assert _zebra_rows(harness_store, swapped.loop_id) >= 6
 
 
-def _downgrade_to_schema_3(path: Path) -> None:
+def _splits_migration() -> int:
+    from harness.store.core import migrations
+
+    return next(version for version, name, _ in migrations() if name == "splits")
+
+
+def _downgrade_to_before_splits(path: Path) -> None:
     """Make a store look as a harness before splits wrote it: no split columns, no
-    migration 0004, comparisons without the mining split."""
+    splits migration, comparisons without the mining split. (The splits migration is
+    the last one; a later migration would have to be undone here too.)"""
     import duckdb
 
     con = duckdb.connect(str(path))
@@ -595,7 +605,7 @@ def _downgrade_to_schema_3(path: Path) -> None:
             old = {k: v for k, v in json.loads(raw).items() if k in ("metrics", "guard", "clusters", "issues")}
             con.execute("UPDATE iterations SET comparison = ? WHERE loop_id = ? AND iteration = ?",
                         [json.dumps(old), loop_id, iteration])
-    con.execute("DELETE FROM schema_migrations WHERE version >= 4")
+    con.execute("DELETE FROM schema_migrations WHERE version >= ?", [_splits_migration()])
     con.close()
 
 
@@ -606,8 +616,8 @@ def test_a_store_from_before_splits_opens_and_its_history_reads(suites, plugins,
     path = tmp_path / "old.duckdb"
     with Store.writer(path) as store:
         loop = run_loop(config(suites, ["good-30"], iterations=1, guard=None), store, plugins)
-    _downgrade_to_schema_3(path)
-    with pytest.raises(HarnessError, match="schema version 3"):
+    _downgrade_to_before_splits(path)
+    with pytest.raises(HarnessError, match=f"schema version {_splits_migration() - 1}"):
         Store.reader(path)  # a reader asks for the upgrade ...
     with Store.writer(path):  # ... which any writer makes
         pass

@@ -32,7 +32,7 @@ from harness.cli.params import OUTPUT_DIR, SEED, SIGNIFICANCE
 @click.option("--guard", default="general", show_default=True, help="Suite that guards against forgetting ('none' to skip).")
 @click.option("--featurizer", default="embedding", show_default=True, help="Failure features: embedding or tfidf.")
 @click.option("--clusterer", default="agglomerative", show_default=True, help="agglomerative or hdbscan.")
-@click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N samples of the suite.")
+@click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N samples of each split of the suite.")
 @click.option("--guard-limit", type=click.IntRange(min=1), help="Evaluate only the first N samples of the guard suite.")
 @click.option("--alpha", default=0.05, show_default=True, type=SIGNIFICANCE, help="Significance level of the decisions.")
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Seeds data selection, training and sampling.")
@@ -81,6 +81,9 @@ def loop_command(
     at the clusters, retrain, evaluate again — and decide, with paired tests, whether to go
     on, stop (target met, or no significant gain), or roll back (the suite or the guard
     suite got significantly worse).
+
+    Failures are mined on the suite's dev split only; decisions use its held-out test
+    split (a suite that declares no splits is split in half by the harness, which says so).
 
     \b
     Examples:

@@ -583,16 +583,12 @@ def test_the_loop_never_reads_held_out_samples_when_it_clusters_or_gathers_data(
     assert _zebra_rows(harness_store, swapped.loop_id) >= 6
 
 
-def _splits_migration() -> int:
-    from harness.store.core import migrations
-
-    return next(version for version, name, _ in migrations() if name == "splits")
 
 
-def _downgrade_to_before_splits(path: Path) -> None:
-    """Make a store look as a harness before splits wrote it: no split columns, no
-    splits migration, comparisons without the mining split. (The splits migration is
-    the last one; a later migration would have to be undone here too.)"""
+def _downgrade_to_schema_3(path: Path) -> None:
+    """Make a store look as a harness before decision rules and splits wrote it (schema
+    3): none of the columns migrations 4 and 5 add, comparisons without the mining split
+    or the decision record. (A later migration would have to be undone here too.)"""
     import duckdb
 
     con = duckdb.connect(str(path))
@@ -605,7 +601,7 @@ def _downgrade_to_before_splits(path: Path) -> None:
             old = {k: v for k, v in json.loads(raw).items() if k in ("metrics", "guard", "clusters", "issues")}
             con.execute("UPDATE iterations SET comparison = ? WHERE loop_id = ? AND iteration = ?",
                         [json.dumps(old), loop_id, iteration])
-    con.execute("DELETE FROM schema_migrations WHERE version >= ?", [_splits_migration()])
+    con.execute("DELETE FROM schema_migrations WHERE version >= 4")
     con.close()
 
 
@@ -616,8 +612,8 @@ def test_a_store_from_before_splits_opens_and_its_history_reads(suites, plugins,
     path = tmp_path / "old.duckdb"
     with Store.writer(path) as store:
         loop = run_loop(config(suites, ["good-30"], iterations=1, guard=None), store, plugins)
-    _downgrade_to_before_splits(path)
-    with pytest.raises(HarnessError, match=f"schema version {_splits_migration() - 1}"):
+    _downgrade_to_schema_3(path)
+    with pytest.raises(HarnessError, match="schema version 3"):
         Store.reader(path)  # a reader asks for the upgrade ...
     with Store.writer(path):  # ... which any writer makes
         pass

@@ -20,6 +20,7 @@ prompt at a time.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -167,7 +168,7 @@ class ContinuousBatch:
             input_ids=tokens,
             attention_mask=self.mask,
             position_ids=positions,
-            past_key_values=self.cache,
+            **{_cache_argument(self.model): self.cache},
             use_cache=True,
             logits_to_keep=1,
         ).logits[:, -1].float()
@@ -244,3 +245,10 @@ def _pad_mask(mask: Any, width: int) -> Any:
         return mask
     pad = mask.new_zeros((mask.shape[0], width - mask.shape[1]))
     return torch.cat([pad, mask], dim=-1)
+
+
+def _cache_argument(model: Any) -> str:
+    """The name under which the model takes a KV cache: `cache` since transformers 5.x
+    renamed it (the old `past_key_values` warns on every call), else `past_key_values`."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft wrapper
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"

@@ -42,7 +42,7 @@ from harness import (
     resolve_adapter_dir,
     resolve_model_dir,
 )
-from harness.plugins.backends.continuous import ContinuousBatch, DecodeCounts, Row
+from harness.plugins.backends.continuous import ContinuousBatch, DecodeCounts, Row, _cache_argument
 
 log = logging.getLogger(__name__)
 
@@ -897,13 +897,6 @@ class SharedPrefill:
             _prefill(model, ids[:, start:end], mask[:, :end], positions[:, start:end], cache)
         cache.batch_select_indices(torch.tensor(self.rows, device=input_ids.device))
         return cache
-
-
-def _cache_argument(model: Any) -> str:
-    """The name under which the model takes a KV cache: `cache` since transformers 5.x
-    renamed it (the old `past_key_values` warns on every call), else `past_key_values`."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft wrapper
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def _prefill(model: Any, ids: Any, mask: Any, positions: Any, cache: Any) -> None:

@@ -252,7 +252,7 @@ class _Loop:
             self._set_loop(existing, status="running", stop_reason=None)
             return int(existing), True
         with self.store.transaction() as con:
-            loop_id = con.execute(
+            inserted = con.execute(
                 "INSERT INTO loops (fingerprint, suite_name, guard_suite, base_model, config, output_dir, "
                 "status, started_at, mining_split, heldout_split, split_auto, split_sizes) "
                 "VALUES (?, ?, ?, ?, ?, '', 'running', ?, ?, ?, ?, ?) RETURNING loop_id",
@@ -268,7 +268,9 @@ class _Loop:
                     self.suite.auto_split,
                     json.dumps({name: len(self.suite.split(name).samples) for name in self.suite.split_names}),
                 ],
-            ).fetchone()[0]
+            ).fetchone()
+            assert inserted is not None  # RETURNING gives the inserted row
+            loop_id = inserted[0]
             out = self.output_root or (self.store.path.parent / "loops" / str(loop_id))
             con.execute("UPDATE loops SET output_dir = ? WHERE loop_id = ?", [str(out.resolve()), loop_id])
         return int(loop_id), False
@@ -303,6 +305,12 @@ class _Loop:
                 f"UPDATE iterations SET {assignments} WHERE loop_id = ? AND iteration = ?",
                 [*values, loop_id, iteration],
             )
+
+    def _stored(self, loop_id: int, iteration: int) -> dict[str, Any]:
+        """The iteration's row, which the step just written guarantees."""
+        row = self._row(loop_id, iteration)
+        assert row is not None, f"loop {loop_id} has no iteration {iteration}"
+        return row
 
     def _start(self, loop_id: int, iteration: int, checkpoint: ModelSpec | None) -> dict[str, Any]:
         row = self._row(loop_id, iteration)
@@ -339,8 +347,7 @@ class _Loop:
                 cost=estimate(work, self.prices), finished_at=utcnow(),
             )
             self._notify(loop_id, 0)
-            row = self._row(loop_id, 0)
-            assert row is not None
+            row = self._stored(loop_id, 0)
         return self._result(row)
 
     def _iteration(self, loop_id: int, i: int) -> IterationResult:
@@ -352,11 +359,11 @@ class _Loop:
         if row["step"] == "started":
             clustering_id = self._cluster(loop_id, previous)
             self._update(loop_id, i, step="clustered", clustering_id=clustering_id, compared_to=previous["iteration"])
-            row = self._row(loop_id, i)
+            row = self._stored(loop_id, i)
         if row["step"] == "clustered":
             manifest = self._gather(previous, row["clustering_id"])
             self._update(loop_id, i, step="data", manifest_hash=manifest)
-            row = self._row(loop_id, i)
+            row = self._stored(loop_id, i)
         if row["step"] == "data":
             for line, warn in self._power_lines(previous):
                 self.reporter.log(f"[yellow]warning:[/] {line}" if warn else line)
@@ -369,7 +376,7 @@ class _Loop:
             spec = _spec_dict(checkpoint) | ({"seeds": extra} if extra else {})
             self._update(loop_id, i, step="trained", training_id=training_id,
                          checkpoint=spec, checkpoint_hash=checkpoint_hash)
-            row = self._row(loop_id, i)
+            row = self._stored(loop_id, i)
         if row["step"] == "trained":
             run_id, mining_id, guard_id = self._evaluate(_spec(row["checkpoint"]), row)
             seeds = row["checkpoint"].get("seeds") or []
@@ -377,7 +384,7 @@ class _Loop:
                 extra["eval_run_id"], _, extra["guard_run_id"] = self._evaluate(_spec(extra["checkpoint"]), row)
             self._update(loop_id, i, step="evaluated", eval_run_id=run_id, mining_run_id=mining_id,
                          guard_run_id=guard_id, **({"checkpoint": row["checkpoint"]} if seeds else {}))
-            row = self._row(loop_id, i)
+            row = self._stored(loop_id, i)
         assert row is not None and row["step"] == "evaluated"
         decision, reason, accepted, comparison = self._decide(previous, row)
         training_ids = [row["training_id"]] + [e["training_id"] for e in row["checkpoint"].get("seeds") or []]

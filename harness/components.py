@@ -355,14 +355,12 @@ class FunctionMetric(Metric):
         self.Args = _args_model(fn, 1, name)  # type: ignore[misc]
 
     def statistics(self, items: Sequence[Item], args: BaseModel) -> np.ndarray:
-        """(value, 1) per sample; a NaN value becomes (0, 0), so that the sample is left
-        out of the mean (its own score stays NaN) instead of making the corpus NaN."""
+        """(value, 1) per sample. A NaN value stays NaN: scoring leaves that sample out of
+        the mean and records it as this plugin's error on the sample (hook
+        `Metric.statistics`), rather than blanking the corpus score."""
         kwargs = args.model_dump()
-        values = np.asarray([float(self.fn(item, **kwargs)) for item in items], dtype=float)
-        if not len(values):
-            return np.zeros((0, 2))
-        scored = ~np.isnan(values)
-        return np.column_stack([np.where(scored, values, 0.0), scored.astype(float)])
+        values = [float(self.fn(item, **kwargs)) for item in items]
+        return np.column_stack([values, np.ones(len(values))]) if values else np.zeros((0, 2))
 
     def from_statistics(self, totals: np.ndarray, args: BaseModel) -> np.ndarray:
         return mean_from_statistics(totals)

@@ -1,6 +1,6 @@
 """The metric contract as docs/plugins.md states it: per-sample statistics of shape
 (samples, k), a vectorised from_statistics, and NaN from an @metric function leaving
-that sample out of the corpus score."""
+that sample out of the corpus score (recorded as the plugin's error on it)."""
 
 from __future__ import annotations
 
@@ -31,10 +31,12 @@ def test_statistics_shapes_and_a_vectorised_corpus_formula() -> None:
     items = [item("1", reference="1"), item("2", reference="3"), item("x", reference="word")]
     stats = only_numbers.statistics(items, only_numbers.Args())
     assert stats.shape == (3, 2)
-    assert only_numbers.from_statistics(stats.sum(axis=0), only_numbers.Args()) == 0.5
+    # The NaN stays in the sample's row: scoring leaves the row out and records it (below).
+    assert np.isnan(stats[2]).any() and not np.isnan(stats[:2]).any()
+    assert only_numbers.from_statistics(stats[:2].sum(axis=0), only_numbers.Args()) == 0.5
     # Vectorised: a batch of bootstrap totals at once, (resamples, k) -> (resamples,).
-    totals = np.stack([stats[[0, 0, 1]].sum(axis=0), stats[[1, 1, 2]].sum(axis=0)])
-    assert list(only_numbers.from_statistics(totals, only_numbers.Args())) == [2 / 3, 0.0]
+    totals = np.stack([stats[[0, 0, 1]].sum(axis=0), stats[[1, 1, 0]].sum(axis=0)])
+    assert list(only_numbers.from_statistics(totals, only_numbers.Args())) == [2 / 3, 1 / 3]
     per_sample = only_numbers.sample_scores(stats, only_numbers.Args())
     assert per_sample[0] == 1.0 and per_sample[1] == 0.0 and np.isnan(per_sample[2])
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib
 import sys
-import types
+
+# Not `import types`: the submodule harness.types becomes this module's attribute `types`.
+from types import ModuleType as _ModuleType
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -153,14 +155,14 @@ def __dir__() -> list[str]:
     return __all__
 
 
-class _Harness(types.ModuleType):
+class _Harness(_ModuleType):
     """Keeps exported names stable: importing the submodule `harness.evaluate` would
     otherwise set the attribute `evaluate` to that module, so that `from harness import
     evaluate` gave the module or the function depending on what was imported before.
     The submodule stays importable (`from harness.evaluate import EvalOptions`)."""
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and name in _EXPORTS:
+        if isinstance(value, _ModuleType) and name in _EXPORTS:
             return
         super().__setattr__(name, value)
 

@@ -563,7 +563,9 @@ def test_the_loop_never_reads_held_out_samples_when_it_clusters_or_gathers_data(
     }
     settings = dict(guard=None, iterations=1, budget=12, featurizer="tfidf", clusterer_args={"min_cluster_size": 2},
                     resamples=200, backend="scripted", model="base-model", trainer="scripted",
-                    trainer_args={"plan": ["same"]})
+                    trainer_args={"plan": ["same"]},
+                    # Nearest rows only: diversity may pick a far row, which would blur what steers.
+                    source_args={"diversity": 0.0})
     spy = DataPathSpy(monkeypatch, plugins)
     result = run_loop(LoopConfig(suite=str(planted["planted"]), **settings), harness_store, plugins)
     # The zebras fail on the held-out split, yet no step of the data path read them.
@@ -663,8 +665,8 @@ def test_the_loops_evaluations_go_to_the_given_executor(suites, plugins, harness
     executor = Recording()
     shipped = run_loop(config(suites, ["good-15"], iterations=1), harness_store, plugins, executor=executor)
     local = run_loop(config(suites, ["good-15"], iterations=1, seed=1), harness_store, plugins)
-    # The base and the iteration's adapter, each on the suite and the guard suite.
-    assert len(executor.checkpoints) == 4 and executor.checkpoints[0] is None and executor.checkpoints[-1]
+    # The base and the iteration's adapter, each on the suite's two splits and the guard suite.
+    assert len(executor.checkpoints) == 6 and executor.checkpoints[0] is None and executor.checkpoints[-1]
     assert [r.main_value for r in shipped.iterations] == [r.main_value for r in local.iterations]
 
 

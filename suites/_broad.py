@@ -63,11 +63,11 @@ def _built(name: str) -> dict[str, bytes]:
 
 
 def _eval_inputs() -> set[str]:
-    """Normalised inputs of every eval row of the shipped suites."""
+    """Normalised inputs of every eval row of the shipped suites, in every split."""
     keys: set[str] = set()
     for name in ("arithmetic", "dictionary", "general", "numbers"):
         for rel, content in _built(name).items():
-            if not rel.endswith("eval.jsonl"):
+            if not rel.endswith(("eval.jsonl", "dev.jsonl", "test.jsonl")):
                 continue
             for line in content.decode("utf-8").splitlines():
                 row = json.loads(line)

@@ -71,7 +71,7 @@ def test_sample_filters_narrow(client: TestClient, built: view_store.ViewStore) 
 def test_cluster_and_detector_filters(built: view_store.ViewStore) -> None:
     with Store.reader(built.path) as store:
         browse = Browse(store)
-        run = built.iteration_runs[0]
+        run = built.mining_runs[0]  # the loop clusters the failures of the mining split
         clusters = browse.sample_facets(run)["clusters"]
         assert clusters and sum(c["size"] for c in clusters) == 30
         members = browse.samples(run, SampleFilter(cluster=clusters[0]["cluster_id"]), limit=100)

@@ -26,7 +26,9 @@ class ViewStore:
     plugins: object
     loop_id: int
     iteration_runs: list[int]
-    """The eval run of each iteration, in order."""
+    """The eval run of each iteration (on the held-out split), in order."""
+    mining_runs: list[int]
+    """The run of each iteration on the mining split, whose failures were clustered."""
     hostile_run: int
     fixed_sample: str
     """A sample that fails at iteration 0 and passes at iteration 1."""
@@ -64,6 +66,7 @@ def build(tmp_path: Path) -> ViewStore:
         plugins=plugins,
         loop_id=result.loop_id,
         iteration_runs=[r.eval_run_id for r in result.iterations],
+        mining_runs=[r.mining_run_id for r in result.iterations],
         hostile_run=hostile.run_id,
         fixed_sample=sorted(WORDS)[0],
     )
@@ -72,15 +75,22 @@ def build(tmp_path: Path) -> ViewStore:
 def _suites(tmp_path: Path) -> dict[str, Path]:
     target = tmp_path / "terms"
     target.mkdir()
-    with open(target / "eval.jsonl", "w") as f:
+    # The loop mines dev and decides on test: the 30 words the viewer's tests look at are
+    # the held-out split; the scripted backend knows only their references.
+    with open(target / "test.jsonl", "w") as f:
         for i, w in enumerate(WORDS):
+            f.write(json.dumps({"id": w, "input": w, "reference": reference(w), "tags": ["even" if i % 2 else "odd"]}) + "\n")
+    with open(target / "dev.jsonl", "w") as f:
+        for i in range(30):
+            w = f"mined{i:02d}"
             f.write(json.dumps({"id": w, "input": w, "reference": reference(w), "tags": ["even" if i % 2 else "odd"]}) + "\n")
     with open(target / "pool.jsonl", "w") as f:
         for i in range(120):
             f.write(json.dumps({"id": f"p{i}", "instruction": "Define the word.", "input": f"pool{i:03d}",
                                 "output": f"A different made-up concept called pool{i:03d}, number {i}."}) + "\n")
     (target / "suite.yaml").write_text(
-        "name: terms\nversion: 1\ndata: eval.jsonl\npool: pool.jsonl\ninstruction: Define the word.\n"
+        "name: terms\nversion: 1\nsplits:\n  dev: dev.jsonl\n  test: test.jsonl\npool: pool.jsonl\n"
+        "instruction: Define the word.\n"
         "metrics:\n  - name: chrf\n    sample_threshold: 60\n"
     )
     guard = tmp_path / "guard"

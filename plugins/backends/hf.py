@@ -312,6 +312,18 @@ class HFBackend(Backend):
         self._record(call, decoding, len(prompts))
         return [results[group[i]] if config.greedy else results[i] for i in range(len(prompts))]
 
+    def _halved_after_oom(self, size: int, longest: int) -> int:
+        """After an out-of-memory error at `size` rows of up to `longest` tokens: remember
+        that half fits, say so, free the cache; the new size."""
+        import torch
+
+        half = size // 2
+        self._remember_fit(half, longest)
+        log.warning("out of memory: batch size halved to %d", half)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return half
+
     def _generate_static(
         self,
         order: list[int],
@@ -340,11 +352,7 @@ class HFBackend(Backend):
             except torch.cuda.OutOfMemoryError:
                 if len(batch) == 1:
                     raise
-                size = len(batch) // 2
-                self._remember_fit(size, max(len(encoded[i]) for i in batch) + config.max_new_tokens)
-                log.warning("out of memory: batch size halved to %d", size)
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+                size = self._halved_after_oom(len(batch), max(len(encoded[i]) for i in batch) + config.max_new_tokens)
                 continue
             call += counts
             steps = max(n for _, _, n in outputs)
@@ -400,10 +408,7 @@ class HFBackend(Backend):
             except torch.cuda.OutOfMemoryError:
                 if size == 1:
                     raise
-                self._remember_fit(size // 2, max(len(encoded[i]) for i in waiting) + config.max_new_tokens)
-                log.warning("out of memory: batch size halved to %d", size // 2)
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+                self._halved_after_oom(size, max(len(encoded[i]) for i in waiting) + config.max_new_tokens)
             finally:
                 decoding += batch.counts
                 self.stats["batches"] += 1

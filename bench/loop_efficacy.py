@@ -203,12 +203,17 @@ def paired(queries: Queries, control_run: int, targeted_run: int, metric: str) -
 def summarise(store: Store, plugins: Any, arms: list[dict[str, Any]], held_out: Suite, guard: Suite) -> dict[str, Any]:
     queries = Queries(store, plugins.registry)
     main, guard_main = held_out.config.main, guard.config.main
+    # The guard's main metric decides; its other metrics are shown beside it.
+    guard_other = next(m.name for m in guard.config.metrics if m.name != guard_main)
     for arm in arms:
         guard0 = arm["iterations"][0]["guard_run"]
         for it in arm["iterations"]:
             it["test"] = main_score(queries, it["test_run"], main)
             it["guard"] = main_score(queries, it["guard_run"], guard_main)
             it["guard_change"] = paired(queries, guard0, it["guard_run"], guard_main) if it["iteration"] else None
+            it["guard_other_change"] = (
+                paired(queries, guard0, it["guard_run"], guard_other) if it["iteration"] else None
+            )
     by_arm = {a["arm"]: a for a in arms}
     differences = []
     if "targeted" in by_arm:
@@ -219,7 +224,8 @@ def summarise(store: Store, plugins: Any, arms: list[dict[str, Any]], held_out: 
                     "test": paired(queries, c_it["test_run"], t_it["test_run"], main),
                     "guard": paired(queries, c_it["guard_run"], t_it["guard_run"], guard_main),
                 })
-    return {"main": main, "guard_main": guard_main, "arms": arms, "differences": differences}
+    return {"main": main, "guard_main": guard_main, "guard_other": guard_other, "arms": arms,
+            "differences": differences}
 
 
 # ---------------------------------------------------------------------------
@@ -236,20 +242,21 @@ def _ci(d: dict[str, Any] | None, digits: int = 3) -> str:
 
 
 def print_scenario(name: str, summary: dict[str, Any], pool_rows: int | None, pool_on_task: int | None) -> None:
-    main, guard = summary["main"], summary["guard_main"]
+    main, guard, other = summary["main"], summary["guard_main"], summary["guard_other"]
     if pool_rows and pool_on_task is not None:
         print(f"\n## {name}: pool {pool_rows:,} rows, {pool_on_task:,} on-task ({100 * pool_on_task / pool_rows:.1f} %)\n")
     else:
         print(f"\n## {name}\n")
-    print(f"| arm | iteration | decision (dev) | held-out {main} [95 % CI] | guard {guard} | guard change vs it. 0 | new rows on-task | wall |")
-    print("|---|---:|---|---|---|---|---|---:|")
+    print(f"| arm | iteration | decision | held-out {main} [95 % CI] | guard {guard} | guard {guard} change vs it. 0 "
+          f"| guard {other} change vs it. 0 | new rows on-task | wall |")
+    print("|---|---:|---|---|---|---|---|---|---:|")
     for arm in summary["arms"]:
         wall = f"{arm['wall_s'] / 60:.1f} min" if arm["wall_s"] else "see log"
         for it in arm["iterations"]:
             t, g = it["test"], it["guard"]
             print(
                 f"| {arm['arm']} | {it['iteration']} | {it['decision']} | {t['value']:.3f} [{t['ci'][0]:.3f}, {t['ci'][1]:.3f}] "
-                f"| {g['value']:.2f} | {_ci(it['guard_change'], 2)} | "
+                f"| {g['value']:.2f} | {_ci(it['guard_change'], 2)} | {_ci(it.get('guard_other_change'), 2)} | "
                 f"{it['on_task']}/{it['added'] if it['added'] else '—'} | "
                 f"{wall} |"
             )

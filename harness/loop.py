@@ -84,7 +84,8 @@ class LoopConfig(BaseModel):
     guard: str | None = "general"
     """The suite that guards against forgetting; None evaluates the target suite only."""
     guard_metrics: list[str] | None = None
-    """Guard metrics whose significant worsening rolls back (default: its main metric)."""
+    """Guard metrics that must be shown non-inferior within their margins (default: the
+    guard suite's main metric)."""
     featurizer: str = "embedding"
     featurizer_args: dict[str, Any] = Field(default_factory=dict)
     clusterer: str = "agglomerative"
@@ -198,6 +199,16 @@ class _Loop:
         backend.close()
         if self.guard is not None and self.guard.name == self.suite.name:
             raise ConfigError("the guard suite must differ from the suite the loop improves")
+        if config.guard_metrics:
+            if self.guard is None:
+                raise ConfigError("--guard-metric needs a guard suite (--guard is 'none')")
+            known = [m.name for m in self.guard.config.metrics]
+            unknown = [m for m in config.guard_metrics if m not in known]
+            if unknown:
+                raise ConfigError(
+                    f"--guard-metric {unknown[0]!r}: the guard suite {self.guard.name!r} scores "
+                    f"{', '.join(known)}"
+                )
         if self.suite.config.pool is None and config.source == "pool" and "pool" not in config.source_args:
             raise ConfigError(
                 f"suite {self.suite.name!r} names no pool of training candidates; give one with "

@@ -30,6 +30,9 @@ from harness.cli.params import OUTPUT_DIR, SEED, SIGNIFICANCE
 @click.option("--retrain-from", type=click.Choice(["base", "last"]), default="base", show_default=True,
               help="base: retrain the starting model on the grown dataset; last: continue the last adapter.")
 @click.option("--guard", default="general", show_default=True, help="Suite that guards against forgetting ('none' to skip).")
+@click.option("--guard-metric", "guard_metrics", multiple=True, metavar="METRIC",
+              help="Guard metric that must be shown non-inferior within its margin (repeatable; default: the "
+                   "guard suite's main metric, perplexity for `general`).")
 @click.option("--featurizer", default="embedding", show_default=True, help="Failure features: embedding or tfidf.")
 @click.option("--clusterer", default="agglomerative", show_default=True, help="agglomerative or hdbscan.")
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N samples of each split of the suite.")
@@ -62,6 +65,7 @@ def loop_command(
     selection: str,
     retrain_from: str,
     guard: str,
+    guard_metrics: tuple[str, ...],
     featurizer: str,
     clusterer: str,
     limit: int | None,
@@ -113,6 +117,7 @@ def loop_command(
         budget=budget,
         retrain_from=retrain_from,
         guard=None if guard.lower() == "none" else guard,
+        guard_metrics=list(guard_metrics) or None,
         featurizer=featurizer,
         clusterer=clusterer,
         limit=limit,

@@ -142,8 +142,11 @@ def check_model_dir(directory: Path, *, allow_pickle: bool = False, trust_remote
     config = _read_json(directory / "config.json")
     _check_model_code(directory / "config.json", config, trust_remote_code)
     require_safetensors(directory, "model", allow_pickle=allow_pickle)
-    for path in sorted(directory.glob("*.safetensors")):
-        _safetensors_shapes(path)
+    stored = {path: _safetensors_shapes(path) for path in sorted(directory.glob("*.safetensors"))}
+    # Quantised weights are packed into other shapes, and remote code builds its own model.
+    known = config.get("model_type") in _known_model_types() and not config.get("quantization_config")
+    if stored and known:
+        _check_weights_fit_config(directory, stored)
 
 
 def check_adapter_dir(adapter_dir: Path, model_dir: Path, *, allow_pickle: bool = False) -> None:
@@ -210,6 +213,32 @@ def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
             f"{path} is not a readable safetensors file ({reason}): it is truncated or "
             "corrupt; copy or save the checkpoint again"
         ) from None
+
+
+def _known_model_types() -> set[str]:
+    from transformers import CONFIG_MAPPING
+
+    return set(CONFIG_MAPPING.keys())
+
+
+def _check_weights_fit_config(directory: Path, stored: dict[Path, dict[str, list[int]]]) -> None:
+    """Every stored tensor that the model built from config.json has must have its shape;
+    otherwise transformers fails while loading, after the run is recorded. Names it does
+    not know are left to transformers (it renames some as it loads)."""
+    try:
+        expected = _module_shapes(directory)
+    except Exception as exc:  # transformers refuses the config itself: say so here, in one line
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{directory / 'config.json'} does not describe a model transformers can build "
+                          f"({reason}); save the checkpoint again") from None
+    for path, shapes in stored.items():
+        for name, shape in shapes.items():
+            want = expected.get(name)
+            if want is not None and want != shape:
+                raise ConfigError(
+                    f"{path}: tensor {name!r} has shape {shape}, but {directory / 'config.json'} makes it "
+                    f"{want}: the weights and the config are of different models; save the checkpoint again"
+                )
 
 
 def _module_shapes(model_dir: Path) -> dict[str, list[int]]:

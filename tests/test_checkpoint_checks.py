@@ -105,6 +105,23 @@ def test_an_adapter_for_another_base_is_refused(narrow_model: Path, adapter: Pat
         check_adapter_dir(broken, narrow_model)
 
 
+def test_weights_that_do_not_fit_their_config_are_refused(
+    tiny_model_dir: Path, narrow_model: Path, tmp_path: Path
+) -> None:
+    """Headers readable, but the tensors are another model's: refused before loading,
+    naming the file and the tensor (transformers would fail only inside the run)."""
+    model = _copy_model(tiny_model_dir, tmp_path / "mixed")
+    shutil.copy(narrow_model / "model.safetensors", model / "model.safetensors")
+    with pytest.raises(ConfigError, match=r"model.safetensors: tensor '.*' has shape \[.*config.json makes it"):
+        check_model_dir(model)
+    path = tmp_path / "s.duckdb"
+    with Store.writer(path) as store:
+        store.scalar("SELECT 1")
+        with pytest.raises(ConfigError, match="the weights and the config are of different models"):
+            evaluate(load_suite(ECHO_SUITE), ModelSpec(str(model)), store, load_plugins(autoload=False))
+        assert store.scalar("SELECT count(*) FROM runs") == 0
+
+
 def test_a_bad_checkpoint_leaves_no_run_row(tiny_model_dir: Path, tmp_path: Path) -> None:
     model = _copy_model(tiny_model_dir, tmp_path / "truncated")
     (model / "model.safetensors").write_bytes((model / "model.safetensors").read_bytes()[:-100])

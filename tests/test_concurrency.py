@@ -96,3 +96,113 @@ def test_a_reader_process_sees_whole_runs_and_lets_the_writer_on(tmp_path: Path,
     assert writer_waited < 3 and report["refused"] == 0, (writer_waited, report)
     with Store.reader(path) as store:
         assert store.scalar("SELECT count(*) FROM runs WHERE status = 'completed'") == runs
+
+
+# Each iteration as a reader saw it, with the state of everything its step says exists.
+ITERATION_SNAPSHOT = """
+SELECT i.loop_id, i.iteration, i.step, i.decision, i.reason, i.finished_at IS NOT NULL AS finished,
+       i.comparison IS NOT NULL AS compared, i.clustering_id, i.manifest_hash, i.training_id,
+       (SELECT status FROM runs r WHERE r.run_id = i.eval_run_id) AS eval_status,
+       (SELECT status FROM runs r WHERE r.run_id = i.mining_run_id) AS mining_status,
+       (SELECT status FROM runs r WHERE r.run_id = i.guard_run_id) AS guard_status,
+       (SELECT count(*) FROM cluster_members m WHERE m.clustering_id = i.clustering_id) AS members,
+       (SELECT n_rows FROM datasets d WHERE d.manifest_hash = i.manifest_hash) AS dataset_rows,
+       (SELECT count(*) FROM dataset_rows d WHERE d.manifest_hash = i.manifest_hash) AS stored_rows,
+       (SELECT status FROM training_runs t WHERE t.training_id = i.training_id) AS training_status
+FROM iterations i
+"""
+
+LOOP_READER = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    from harness.errors import StoreLockedError
+    from harness.plugin_manager import load_plugins
+    from harness.reporting import build_report
+    from harness.store import Store
+
+    STEPS = ["started", "clustered", "data", "trained", "evaluated", "decided"]
+    path, stop, snapshot = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    plugins = load_plugins()
+    steps, broken, refused, longest, reads = set(), [], 0, 0.0, 0
+    deadline = time.monotonic() + 300
+    while not stop.exists() and time.monotonic() < deadline:
+        if reads == 1:
+            print("ready", flush=True)
+        started = time.monotonic()
+        try:
+            with Store.reader(path) as store:
+                rows = store.query(snapshot)
+                # The history a user would print, built from the same moment of the store.
+                history = build_report(store, "history", plugins=plugins) if rows else None
+        except StoreLockedError:
+            refused += 1
+            continue
+        longest = max(longest, time.monotonic() - started)
+        reads += 1
+        for row in rows:
+            where = f"iteration {row['iteration']} at step {row['step']}"
+            steps.add(row["step"])
+            reached = STEPS.index(row["step"])
+            first = row["iteration"] == 0
+            if not first and reached >= 1 and not row["members"]:
+                broken.append(f"{where}: clustering {row['clustering_id']} has no members")
+            if not first and reached >= 2 and row["dataset_rows"] != row["stored_rows"]:
+                broken.append(f"{where}: dataset with {row['stored_rows']} of {row['dataset_rows']} rows")
+            if not first and reached >= 3 and row["training_status"] != "completed":
+                broken.append(f"{where}: training {row['training_status']}")
+            if reached >= 4 and {row["eval_status"], row["mining_status"], row["guard_status"]} != {"completed"}:
+                broken.append(f"{where}: runs {row['eval_status']}, {row['mining_status']}, {row['guard_status']}")
+            if reached == 5 and not (row["decision"] and row["reason"] and row["finished"]
+                                     and (first or row["compared"])):
+                broken.append(f"{where}: decided without its decision, reason or comparison")
+        if history is not None and not history.blocks:
+            broken.append("the history report is empty")
+        time.sleep(0.05)  # two readers polling flat out would starve the loop of the 2 cores
+    print(json.dumps({"reads": reads, "steps": sorted(steps), "broken": broken, "refused": refused,
+                      "longest_s": longest}))
+    """
+)
+
+
+def test_a_reader_process_beside_a_loop_sees_whole_iterations(tmp_path: Path) -> None:
+    """`harness history` (and any query) in another process while a loop writes: every
+    iteration it sees is whole at the step it is at, and the loop is not held up."""
+    from test_loop import PLUGIN, WORDS, IterationObserver, build_suites, config, reference, scripted_module
+
+    from harness.loop import run_loop
+    from harness.plugin_manager import load_plugins
+
+    paths = build_suites(tmp_path)
+    plugins = load_plugins([PLUGIN], autoload=False, extra=[(IterationObserver(), "observer")])
+    scripted_module(plugins).ScriptedBackend.references = {w: reference(w) for w in WORDS}
+    scripted_module(plugins).ScriptedTrainer.calls = []
+    path = tmp_path / "loop.duckdb"
+    with Store.writer(path) as store:  # the store exists before the readers start
+        store.scalar("SELECT 1")
+    stop = tmp_path / "stop"
+    readers = [
+        subprocess.Popen(
+            [sys.executable, "-c", LOOP_READER, str(path), str(stop), ITERATION_SNAPSHOT],
+            stdout=subprocess.PIPE, text=True,
+        )
+        for _ in range(2)
+    ]
+    for reader in readers:
+        assert reader.stdout is not None and reader.stdout.readline().strip() == "ready"
+    try:
+        with Store.writer(path) as store:
+            result = run_loop(
+                config(paths, ["good-15", "good-15", "good-30"], iterations=3, fixed_iterations=True), store, plugins
+            )
+            writer_waited = store.longest_lock_wait_s
+    finally:
+        stop.touch()
+    reports = [json.loads(r.communicate(timeout=60)[0].strip().splitlines()[-1]) for r in readers]
+    assert [r.iteration for r in result.iterations] == [0, 1, 2, 3]
+    broken = [b for r in reports for b in r["broken"]]
+    assert broken == [], broken
+    assert sum(r["reads"] for r in reports) > 4
+    # The readers caught the loop between its steps, not only before and after it.
+    assert len(set().union(*(r["steps"] for r in reports))) >= 2, reports
+    assert writer_waited < 3 and sum(r["refused"] for r in reports) == 0, (writer_waited, reports)

@@ -30,6 +30,11 @@ def reference(word: str) -> str:
 
 @pytest.fixture
 def suites(tmp_path: Path) -> dict[str, Path]:
+    return build_suites(tmp_path)
+
+
+def build_suites(tmp_path: Path) -> dict[str, Path]:
+    """The target suite (30 made-up words), a poisoned copy of it and a guard suite."""
     target = tmp_path / "terms"
     target.mkdir()
     with open(target / "eval.jsonl", "w") as f:

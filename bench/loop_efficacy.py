@@ -2,7 +2,9 @@
 
 Runs the loop once per arm — targeted selection and the equal-budget controls `random`
 (rows drawn from the whole pool) and `random_on_task` (rows drawn among the pool rows of
-the suite's own task, without looking at the failures) — with the same budget, seeds,
+the suite's own task, without looking at the failures), and on request `augment`
+(rule-based variants of the rows nearest the clusters) and `augment_random_on_task`
+(variants of random on-task rows: untargeted augmentation) — with the same budget, seeds,
 trainer and number of iterations (`fixed_iterations`: no arm stops early), on each
 scenario:
 
@@ -52,7 +54,23 @@ from harness.suite import Suite, TrainRowModel, load_suite, read_jsonl
 from harness.types import ModelSpec
 
 SCENARIOS = ("numbers-broad", "numbers")
-ARMS = ("targeted", "random", "random_on_task")
+ARMS = {
+    # arm: (data source, selection)
+    "targeted": ("pool", "targeted"),
+    "random": ("pool", "random"),
+    "random_on_task": ("pool", "random_on_task"),
+    # Rule-based variants of the pool rows nearest the clusters, and of random on-task rows
+    # (untargeted augmentation): both with the same budget.
+    "augment": ("augment", "targeted"),
+    "augment_random_on_task": ("augment", "random_on_task"),
+}
+DEFAULT_ARMS = ("targeted", "random", "random_on_task")
+
+
+def arm_of(config: dict[str, Any]) -> str:
+    """The arm a stored loop config ran."""
+    wanted = (config.get("source", "pool"), config["selection"])
+    return next(arm for arm, spec in ARMS.items() if spec == wanted)
 HELD_OUT = "numbers"
 """The suite whose `test` split is held out in both scenarios (and whose task is on-task)."""
 
@@ -69,7 +87,7 @@ def _rows(path: Path) -> list[dict[str, Any]]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    parser.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS), choices=list(ARMS))
     parser.add_argument("--model", default="default")
     parser.add_argument("--iterations", type=int, default=2)
     parser.add_argument("--budget", type=int, default=200)
@@ -102,9 +120,10 @@ def run_arm(
     store: Store, plugins: Any, suite_path: Path, held_out: Suite, arm: str, args: argparse.Namespace
 ) -> dict[str, Any]:
     started = time.perf_counter()
+    source, selection = ARMS[arm]
     config = LoopConfig(
         suite=str(suite_path), model=args.model, iterations=args.iterations, budget=args.budget,
-        selection=arm, seed=args.seed, guard="general", guard_limit=args.guard_limit,
+        source=source, selection=selection, seed=args.seed, guard="general", guard_limit=args.guard_limit,
         trainer_args=trainer_args(args.trainer_arg), fixed_iterations=True,
     )
     result = run_loop(config, store, plugins)
@@ -166,7 +185,7 @@ def combine(args: argparse.Namespace) -> dict[str, Any]:
                 scenario = loop["suite_name"]
                 if scenario in args.scenarios:
                     # An interrupted loop counts with the iterations it finished.
-                    found[scenario].append({"arm": config["selection"], "loop": f"{path}:{loop['loop_id']}",
+                    found[scenario].append({"arm": arm_of(config), "loop": f"{path}:{loop['loop_id']}",
                                             "status": loop["status"],
                                             "iterations": loop_iterations(other, loop["loop_id"]), "wall_s": None})
     for scenario, arms in found.items():  # one loop per arm: the one that got furthest

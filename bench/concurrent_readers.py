@@ -33,7 +33,7 @@ from test_concurrency import READER, SNAPSHOT  # noqa: E402  (the test's reader,
 from harness.evaluate import EvalOptions, evaluate  # noqa: E402
 from harness.plugin_manager import load_plugins  # noqa: E402
 from harness.store import Store  # noqa: E402
-from harness.suite import load_suite  # noqa: E402
+from harness.suite.load import load_suite  # noqa: E402
 from harness.testing import mock_backend_plugin, mock_spec  # noqa: E402
 
 

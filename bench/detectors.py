@@ -20,7 +20,7 @@ import time
 
 from harness.plugin_manager import load_plugins
 from harness.scoring import ResolvedDetector, run_detector
-from harness.suite import DetectorConfig
+from harness.suite.load import DetectorConfig
 from harness.types import Generation, Item, Sample
 
 DETECTORS = ("repetition", "length", "grounding", "misspelling", "inconsistency")

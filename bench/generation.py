@@ -60,8 +60,8 @@ from _machine import Timing, describe, load_average, machine, timed, write_json 
 
 
 def dictionary_prompts(n: int) -> list[str]:
-    from harness.prompts import instruction_prompt
-    from harness.suite import load_suite
+    from harness.suite.load import load_suite
+    from harness.suite.prompts import instruction_prompt
 
     suite = load_suite("dictionary")
     return [instruction_prompt(s.instruction, s.input) for s in suite.samples[:n]]
@@ -245,8 +245,8 @@ def main() -> None:
     if not args.skip_adapter:
         from _adapter import quick_lora
 
-        from harness.prompts import instruction_prompt
-        from harness.suite import load_suite
+        from harness.suite.load import load_suite
+        from harness.suite.prompts import instruction_prompt
 
         samples = load_suite("dictionary").samples[args.prompts:]
         adapter_dir = Path(args.adapter) if args.adapter else Path.home() / ".cache/harness/bench-lora-dictionary"

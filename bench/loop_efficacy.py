@@ -48,7 +48,7 @@ from harness.plugin_manager import load_plugins
 from harness.plugins.data_sources._retrieval import suite_task
 from harness.queries import Queries
 from harness.store import Store
-from harness.suite import Suite, TrainRowModel, load_suite, read_jsonl
+from harness.suite.load import Suite, TrainRowModel, load_suite, read_jsonl
 from harness.types import ModelSpec
 
 SCENARIOS = ("numbers-broad", "numbers")

@@ -29,7 +29,7 @@ from detectors import make_items
 
 from harness.plugin_manager import load_plugins
 from harness.scoring import Components, ResolvedDetector, ResolvedMetric, score_items
-from harness.suite import DetectorConfig, MetricConfig
+from harness.suite.load import DetectorConfig, MetricConfig
 
 METRICS = ("chrf", "bleu", "wer", "cer", "exact_match")
 SKIPPED_DETECTORS = {"self_consistency"}

@@ -41,7 +41,7 @@ from harness.plugins.data_sources._retrieval import (
     resolve_pool_path,
 )
 from harness.store import Store
-from harness.suite import MetricConfig, Suite, load_suite
+from harness.suite.load import MetricConfig, Suite, load_suite
 from harness.types import ModelSpec
 
 

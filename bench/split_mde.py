@@ -31,7 +31,7 @@ from harness.plugin_manager import load_plugins
 from harness.queries import Queries
 from harness.stats import mcnemar_mde
 from harness.store import Store
-from harness.suite import load_suite
+from harness.suite.load import load_suite
 from harness.types import ModelSpec
 
 SUITES = ("dictionary", "numbers", "arithmetic")

@@ -87,7 +87,7 @@ def main() -> None:
 
     from harness.checkpoints import resolve_model_dir
     from harness.plugins.trainers.lora import LoraArgs, LoraTrainer
-    from harness.prompts import PromptConfig
+    from harness.suite.prompts import PromptConfig
     from harness.types import ModelSpec
 
     started = time.perf_counter()

@@ -35,9 +35,9 @@ _EXPORTS: dict[str, str] = {
     "Progress": "harness.types",
     "TrainingOutcome": "harness.types",
     "ComponentError": "harness.types",
-    "PromptConfig": "harness.prompts",
-    "instruction_prompt": "harness.prompts",
-    "render_prompt": "harness.prompts",
+    "PromptConfig": "harness.suite.prompts",
+    "instruction_prompt": "harness.suite.prompts",
+    "render_prompt": "harness.suite.prompts",
     # writing plugins: the contracts, the hook marker, the registry
     "hookimpl": "harness.hookspecs",
     "Registry": "harness.registry",
@@ -66,11 +66,11 @@ _EXPORTS: dict[str, str] = {
     "default_embedder": "harness.embedding",
     # running
     "load_plugins": "harness.plugin_manager",
-    "load_suite": "harness.suite",
-    "Suite": "harness.suite",
-    "read_jsonl": "harness.suite",
-    "read_training_rows": "harness.suite",
-    "TrainRowModel": "harness.suite",
+    "load_suite": "harness.suite.load",
+    "Suite": "harness.suite.load",
+    "read_jsonl": "harness.suite.load",
+    "read_training_rows": "harness.suite.load",
+    "TrainRowModel": "harness.suite.load",
     "input_key": "harness.curation",
     "prompt_text": "harness.curation",
     "normalize": "harness.curation",
@@ -266,11 +266,6 @@ if TYPE_CHECKING:
     from harness.plugin_manager import (
         load_plugins,
     )
-    from harness.prompts import (
-        PromptConfig,
-        instruction_prompt,
-        render_prompt,
-    )
     from harness.queries import (
         Clustering,
         ClusterSummary,
@@ -295,12 +290,17 @@ if TYPE_CHECKING:
     from harness.store import (
         Store,
     )
-    from harness.suite import (
+    from harness.suite.load import (
         Suite,
         TrainRowModel,
         load_suite,
         read_jsonl,
         read_training_rows,
+    )
+    from harness.suite.prompts import (
+        PromptConfig,
+        instruction_prompt,
+        render_prompt,
     )
     from harness.training import (
         InstructionTuner,

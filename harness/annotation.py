@@ -40,7 +40,7 @@ from harness.datasets import (
 )
 from harness.errors import ConfigError, HarnessError, NotFoundError
 from harness.store import Store
-from harness.suite import Suite
+from harness.suite.load import Suite
 from harness.types import TrainingExample
 
 COLUMNS: tuple[str, ...] = (

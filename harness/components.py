@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, create_model
 
 from harness.curation import input_key
 from harness.progress import NullReporter, Reporter
-from harness.prompts import PromptConfig, render_prompt
+from harness.suite.prompts import PromptConfig, render_prompt
 from harness.types import (
     Cluster,
     Completion,
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from harness.document import Document
     from harness.embedding import Embedder
     from harness.queries import Queries
-    from harness.suite import Suite
+    from harness.suite.load import Suite
 
 
 class NoArgs(BaseModel):

@@ -40,7 +40,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from harness.suite import Suite
+from harness.suite.load import Suite
 from harness.types import TrainingExample
 
 _TOKEN = re.compile(r"[^\W_]+|[^\w\s]", re.UNICODE)

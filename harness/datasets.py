@@ -4,7 +4,7 @@ A dataset is the full list of training rows at one point of the loop: its parent
 followed by the rows added for this iteration. It is content-addressed: its hash is the
 sha256 of its JSONL file, one canonical JSON object per row (sorted keys, no extra
 spaces, UTF-8, each line ending in a newline), so `sha256sum <hash>.jsonl` prints the
-hash back. Each line is a valid training row (`harness.suite.TrainRowModel`:
+hash back. Each line is a valid training row (`harness.suite.load.TrainRowModel`:
 instruction, input, output, source, and `metadata` holding the row's cluster and
 provenance), so a dataset file can serve as a pool or as augmentation seeds.
 
@@ -50,7 +50,7 @@ from harness.errors import ConfigError, HarnessError, NotFoundError, PluginError
 from harness.progress import NullReporter, Reporter
 from harness.store import Store, insert
 from harness.store.core import utcnow
-from harness.suite import Suite, builtin_suites, load_suite, validate_args
+from harness.suite.load import Suite, builtin_suites, load_suite, validate_args
 from harness.types import Sample, TrainingExample
 
 if TYPE_CHECKING:
@@ -177,7 +177,7 @@ def canonical_example(example: TrainingExample, where: str) -> TrainingExample:
 
 def read_dataset_file(path: Path) -> list[TrainingExample]:
     """The rows of a dataset file (as written by `save_manifest`); errors give file and line."""
-    from harness.suite import TrainRowModel, read_jsonl
+    from harness.suite.load import TrainRowModel, read_jsonl
 
     rows = []
     for _, row in read_jsonl(Path(path), TrainRowModel):

@@ -44,7 +44,7 @@ from harness.scoring import (
 from harness.store import Store
 from harness.store import runs as run_store
 from harness.store.core import utcnow
-from harness.suite import Suite
+from harness.suite.load import Suite
 from harness.types import GenerationConfig, Item, ModelSpec
 
 

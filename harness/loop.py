@@ -50,7 +50,7 @@ from harness.progress import NullReporter, Reporter
 from harness.queries import Queries
 from harness.store import Store
 from harness.store.core import utcnow
-from harness.suite import Suite, load_suite, resolve_margin, validate_args
+from harness.suite.load import Suite, load_suite, resolve_margin, validate_args
 from harness.types import ModelSpec
 
 STEPS = ("started", "clustered", "data", "trained", "evaluated", "decided")
@@ -745,7 +745,7 @@ class GuardCheck:
 
     comparison: MetricComparison
     margin: float
-    """In the metric's units (see `harness.suite.resolve_margin`)."""
+    """In the metric's units (see `harness.suite.load.resolve_margin`)."""
 
 
 @dataclass

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from harness.components import Detector, Metric, Needs
 from harness.registry import Registry
 from harness.stats import bootstrap_ci, cluster_labels, sample_cluster_key
-from harness.suite import DetectorConfig, MetricConfig, Suite, validate_args
+from harness.suite.load import DetectorConfig, MetricConfig, Suite, validate_args
 from harness.types import ComponentError, Issue, Item, MetricOutcome, ScoringResult
 
 T = TypeVar("T")

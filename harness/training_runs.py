@@ -19,9 +19,9 @@ from pydantic import BaseModel
 
 from harness.components import Trainer
 from harness.progress import Reporter
-from harness.prompts import PromptConfig
 from harness.store import Store, insert
 from harness.store.core import utcnow
+from harness.suite.prompts import PromptConfig
 from harness.types import ModelSpec, TrainingExample, TrainingOutcome
 
 

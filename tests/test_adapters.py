@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from harness.cli import main
 from harness.evaluate import evaluate_adapters, load_backend
 from harness.plugin_manager import load_plugins
-from harness.suite import load_suite
+from harness.suite.load import load_suite
 from harness.types import GenerationConfig, ModelSpec
 
 evaluate_module = importlib.import_module("harness.evaluate")  # the package exports a function of that name

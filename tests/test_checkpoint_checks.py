@@ -16,7 +16,7 @@ from harness.errors import ConfigError
 from harness.evaluate import evaluate
 from harness.plugin_manager import load_plugins
 from harness.store import Store
-from harness.suite import load_suite
+from harness.suite.load import load_suite
 from harness.types import ModelSpec
 
 pytestmark = pytest.mark.slow

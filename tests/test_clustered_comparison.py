@@ -16,7 +16,7 @@ from harness.queries import Queries
 from harness.render import render
 from harness.reporting import build_report
 from harness.store import Store
-from harness.suite import load_suite
+from harness.suite.load import load_suite
 from harness.testing import MockBackend, mock_backend_plugin, mock_spec
 
 GROUPS = 12

@@ -16,7 +16,7 @@ from harness.clustering import Cluster, Failure, cluster_failures, cluster_run, 
 from harness.errors import HarnessError
 from harness.evaluate import evaluate
 from harness.plugin_manager import load_plugins
-from harness.suite import load_suite
+from harness.suite.load import load_suite
 from harness.testing import mock_spec, sample
 from harness.types import Generation, Issue
 

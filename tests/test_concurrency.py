@@ -11,7 +11,7 @@ from pathlib import Path
 
 from harness.evaluate import EvalOptions, evaluate
 from harness.store import Store
-from harness.suite import load_suite
+from harness.suite.load import load_suite
 from harness.testing import mock_spec
 
 ECHO_SUITE = Path(__file__).parent / "data" / "echo_suite"

@@ -32,7 +32,7 @@ from harness.evaluate import evaluate
 from harness.hookspecs import hookimpl
 from harness.plugins.data_sources.teacher import parse_reply
 from harness.store import Store
-from harness.suite import load_suite
+from harness.suite.load import load_suite
 from harness.testing import mock_spec, sample
 from harness.types import Generation, TrainingExample
 

@@ -35,7 +35,7 @@ from harness.cli.train_commands import _trainer_args
 from harness.errors import ConfigError
 from harness.plugins.backends.hf import HFBackend, HFOptions
 from harness.plugins.trainers.lora import LoraArgs, LoraTrainer
-from harness.prompts import PromptConfig
+from harness.suite.prompts import PromptConfig
 from harness.training import _accelerator_available, check_launch, prepare
 from harness.types import GenerationConfig, ModelSpec, TrainingExample
 

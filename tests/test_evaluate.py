@@ -11,7 +11,7 @@ from harness.errors import NotFoundError, UnknownComponentError
 from harness.evaluate import EvalOptions, evaluate
 from harness.hookspecs import hookimpl
 from harness.registry import Registry
-from harness.suite import load_suite
+from harness.suite.load import load_suite
 from harness.testing import MockBackend, mock_spec
 from harness.types import Issue, ModelSpec
 

@@ -21,7 +21,7 @@ from harness.evaluate import EvalOptions, evaluate
 from harness.plugin_manager import load_plugins
 from harness.scaffold import new_detector
 from harness.store import Store
-from harness.suite import RowModel, load_suite, read_jsonl
+from harness.suite.load import RowModel, load_suite, read_jsonl
 from harness.testing import mock_backend_plugin, mock_spec
 
 ECHO_SUITE = Path(__file__).parent / "data" / "echo_suite"

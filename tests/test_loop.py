@@ -18,7 +18,7 @@ from harness.loop import DECISION_RULE, GuardCheck, LoopConfig, decide, run_loop
 from harness.plugin_manager import load_plugins
 from harness.reporting import build_report
 from harness.stats import PairedTest
-from harness.suite import load_suite
+from harness.suite.load import load_suite
 
 PLUGIN = Path(__file__).parent / "data" / "plugins" / "scripted_loop.py"
 WORDS = [f"term{i:02d}" for i in range(30)]

@@ -14,7 +14,7 @@ from harness.evaluate import EvalOptions, evaluate
 from harness.hookspecs import hookimpl
 from harness.plugin_manager import load_plugins
 from harness.store import Store
-from harness.suite import load_suite
+from harness.suite.load import load_suite
 from harness.testing import item, mock_backend_plugin, mock_spec
 
 

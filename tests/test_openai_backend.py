@@ -34,11 +34,11 @@ from harness.plugins.backends.openai import (
     parse_retry_after,
     retry_delay,
 )
-from harness.prompts import PromptConfig
 from harness.render import FORMATS, render
 from harness.reporting import build_report
 from harness.store import Store
-from harness.suite import load_suite
+from harness.suite.load import load_suite
+from harness.suite.prompts import PromptConfig
 from harness.testing import echo_input, sample
 from harness.types import GenerationConfig, ModelSpec
 

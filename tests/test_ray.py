@@ -24,7 +24,7 @@ from harness.errors import ConfigError
 from harness.evaluate import EvalOptions, evaluate
 from harness.plugin_manager import load_plugins
 from harness.store import Store
-from harness.suite import load_suite
+from harness.suite.load import load_suite
 from harness.testing import mock_backend_plugin, mock_spec
 from harness.types import ModelSpec
 

@@ -28,7 +28,7 @@ from harness.reporting import build_report, show_report
 from harness.stats import paired_bootstrap
 from harness.store import Store, insert
 from harness.store.core import utcnow
-from harness.suite import load_suite
+from harness.suite.load import load_suite
 from harness.testing import MockBackend, mock_backend_plugin, mock_spec
 from harness.types import Issue
 

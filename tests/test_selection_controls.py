@@ -17,7 +17,7 @@ from harness.datasets import build_dataset
 from harness.errors import ConfigError
 from harness.evaluate import evaluate
 from harness.plugins.data_sources._retrieval import load_pool, suite_task
-from harness.suite import load_suite
+from harness.suite.load import load_suite
 from harness.testing import mock_spec
 
 DEFS = Path(__file__).parent / "data" / "datasets" / "defs"

@@ -11,7 +11,7 @@ import pytest
 from harness.errors import ConfigError, NotFoundError, UnknownComponentError
 from harness.plugin_manager import load_plugins
 from harness.scoring import resolve_components
-from harness.suite import load_suite
+from harness.suite.load import load_suite
 
 GOOD_YAML = """\
 name: tiny

@@ -16,7 +16,7 @@ import pytest
 from harness.plugin_manager import load_plugins
 from harness.registry import Registry
 from harness.scoring import resolve_components
-from harness.suite import (
+from harness.suite.load import (
     Suite,
     TrainRowModel,
     builtin_suites,

@@ -28,8 +28,8 @@ from harness.plugins.trainers._layers import find_projection_layers
 from harness.plugins.trainers.full import FullArgs, FullTrainer
 from harness.plugins.trainers.ia3 import IA3Args, IA3Trainer
 from harness.plugins.trainers.lora import LoraArgs, LoraTrainer
-from harness.prompts import PromptConfig, instruction_prompt
 from harness.registry import Registry
+from harness.suite.prompts import PromptConfig, instruction_prompt
 from harness.training import (
     IGNORE_INDEX,
     InstructionTuner,

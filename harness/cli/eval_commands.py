@@ -166,7 +166,7 @@ def eval_command(
     """
     from harness.evaluate import EvalOptions, evaluate, evaluate_adapters
     from harness.progress import RichReporter
-    from harness.suite import load_suite
+    from harness.suite.load import load_suite
     from harness.types import ModelSpec
 
     loaded = load_suite(suite)
@@ -374,7 +374,7 @@ def validate_command(state: CliState, suite: str) -> None:
     A mistake prints one line, `suite.yaml:LINE: field: what is wrong`, and exits 2.
     """
     from harness.scoring import resolve_components
-    from harness.suite import load_suite, read_training_rows
+    from harness.suite.load import load_suite, read_training_rows
 
     loaded = load_suite(suite)
     plugins = state.load_plugins(loaded.plugin_files)

@@ -111,8 +111,8 @@ def train_command(
     process reads and writes the store. Continue an interrupted training with the same
     command and -t resume=true.
     """
-    from harness.prompts import PromptConfig
-    from harness.suite import load_suite
+    from harness.suite.load import load_suite
+    from harness.suite.prompts import PromptConfig
     from harness.training import check_launch, distributed_state, is_main_process, process_count
 
     main = is_main_process()
@@ -172,7 +172,7 @@ def _trainer_args(
 ) -> Any:
     """The trainer's validated arguments; with --global-batch, the accumulation steps that
     make batch_size x processes x accumulation equal to it."""
-    from harness.suite import validate_args as validate
+    from harness.suite.load import validate_args as validate
 
     where = f"trainer {component.name!r} args"
     args: Any = validate(component, raw, where)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import ConfigError, TrainingError
-from harness.prompts import PromptConfig, render_prompt
+from harness.suite.prompts import PromptConfig, render_prompt
 from harness.types import Sample, TrainingExample
 
 IGNORE_INDEX = -100

@@ -56,7 +56,7 @@ from pydantic import BaseModel
 from harness import checkpoints
 from harness.components import Progress, Trainer
 from harness.errors import ConfigError, TrainingError
-from harness.prompts import PromptConfig
+from harness.suite.prompts import PromptConfig
 from harness.training.args import TrainingArgs
 from harness.training.encoding import encode_examples, prompt_renderer, split_validation
 from harness.training.hf import (

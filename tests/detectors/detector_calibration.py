@@ -23,7 +23,7 @@ from typing import Any
 from harness.plugin_manager import load_plugins
 from harness.registry import Registry
 from harness.scoring import ResolvedDetector, run_detector
-from harness.suite import DetectorConfig
+from harness.suite.load import DetectorConfig
 from harness.testing import item
 from harness.types import Item
 

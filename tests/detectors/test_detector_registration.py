@@ -10,7 +10,7 @@ from harness.components import Detector, Needs
 from harness.errors import ConfigError
 from harness.plugin_manager import BUILTIN_PLUGINS, load_plugins
 from harness.scoring import ResolvedDetector, check_issue, run_detector
-from harness.suite import DetectorConfig, validate_args
+from harness.suite.load import DetectorConfig, validate_args
 from harness.testing import item
 
 EXPECTED = {

@@ -32,7 +32,7 @@ from pydantic import (
 )
 
 from harness.errors import ConfigError, NotFoundError, did_you_mean
-from harness.prompts import PromptConfig
+from harness.suite.prompts import PromptConfig
 from harness.types import GenerationConfig, Sample, TrainingExample
 
 SUITE_FILE = "suite.yaml"

@@ -46,8 +46,8 @@ from harness.evaluate import EvalOptions, evaluate, load_backend
 from harness.loop import LoopConfig, run_loop
 from harness.plugin_manager import load_plugins
 from harness.plugins.data_sources._retrieval import suite_task
-from harness.queries import Queries
 from harness.store import Store
+from harness.store.queries import Queries
 from harness.suite.load import Suite, TrainRowModel, load_suite, read_jsonl
 from harness.types import ModelSpec
 

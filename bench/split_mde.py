@@ -28,9 +28,9 @@ from pathlib import Path
 from harness.comparison import compare_runs
 from harness.evaluate import EvalOptions, evaluate
 from harness.plugin_manager import load_plugins
-from harness.queries import Queries
 from harness.stats import mcnemar_mde
 from harness.store import Store
+from harness.store.queries import Queries
 from harness.suite.load import load_suite
 from harness.types import ModelSpec
 

@@ -88,19 +88,19 @@ _EXPORTS: dict[str, str] = {
     "read_corrections": "harness.annotation",
     "corrections_to_examples": "harness.annotation",
     # reports: the query layer, its result types, comparisons, and the document model
-    "Queries": "harness.queries",
-    "RunInfo": "harness.queries",
-    "RunListing": "harness.queries",
-    "CorpusScore": "harness.queries",
-    "SampleDetail": "harness.queries",
-    "IssueSpan": "harness.queries",
-    "IssueExample": "harness.queries",
-    "DetectorSummary": "harness.queries",
-    "RunError": "harness.queries",
-    "Clustering": "harness.queries",
-    "ClusterSummary": "harness.queries",
-    "LoopInfo": "harness.queries",
-    "IterationInfo": "harness.queries",
+    "Queries": "harness.store.queries",
+    "RunInfo": "harness.store.queries",
+    "RunListing": "harness.store.queries",
+    "CorpusScore": "harness.store.queries",
+    "SampleDetail": "harness.store.queries",
+    "IssueSpan": "harness.store.queries",
+    "IssueExample": "harness.store.queries",
+    "DetectorSummary": "harness.store.queries",
+    "RunError": "harness.store.queries",
+    "Clustering": "harness.store.queries",
+    "ClusterSummary": "harness.store.queries",
+    "LoopInfo": "harness.store.queries",
+    "IterationInfo": "harness.store.queries",
     "compare_runs": "harness.comparison",
     "compare_metric": "harness.comparison",
     "MetricComparison": "harness.comparison",
@@ -266,7 +266,16 @@ if TYPE_CHECKING:
     from harness.plugin_manager import (
         load_plugins,
     )
-    from harness.queries import (
+    from harness.registry import (
+        Registry,
+    )
+    from harness.stats import (
+        describe_clustering,
+    )
+    from harness.store import (
+        Store,
+    )
+    from harness.store.queries import (
         Clustering,
         ClusterSummary,
         CorpusScore,
@@ -280,15 +289,6 @@ if TYPE_CHECKING:
         RunInfo,
         RunListing,
         SampleDetail,
-    )
-    from harness.registry import (
-        Registry,
-    )
-    from harness.stats import (
-        describe_clustering,
-    )
-    from harness.store import (
-        Store,
     )
     from harness.suite.load import (
         Suite,

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.queries import CorpusScore, PairedStats, Queries, RunInfo
 from harness.stats import PairedTest, ScoreFn, describe_clustering
+from harness.store.queries import CorpusScore, PairedStats, Queries, RunInfo
 
 ALPHA = 0.05
 

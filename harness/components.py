@@ -38,7 +38,7 @@ from harness.types import (
 if TYPE_CHECKING:
     from harness.document import Document
     from harness.embedding import Embedder
-    from harness.queries import Queries
+    from harness.store.queries import Queries
     from harness.suite.load import Suite
 
 

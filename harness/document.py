@@ -1,6 +1,6 @@
 """The document model that report views build and renderers turn into output.
 
-A view reads what it needs through `harness.queries.Queries`, then lays it out as a
+A view reads what it needs through `harness.store.queries.Queries`, then lays it out as a
 `Document`: sections of blocks (key-value headers, tables, notices, sample records with
 highlighted evidence, small charts). The same document renders to the terminal (rich),
 Markdown, self-contained HTML and JSON (`harness.render`), so a view never formats for

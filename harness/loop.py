@@ -47,9 +47,9 @@ from harness.errors import ConfigError, HarnessError
 from harness.evaluate import EvalOptions, evaluate
 from harness.plugin_manager import Plugins
 from harness.progress import NullReporter, Reporter
-from harness.queries import Queries
 from harness.store import Store
 from harness.store.core import utcnow
+from harness.store.queries import Queries
 from harness.suite.load import Suite, load_suite, resolve_margin, validate_args
 from harness.types import ModelSpec
 

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from harness.document import Document
-from harness.queries import Queries
 from harness.render import EXTENSIONS, check_format, render
+from harness.store.queries import Queries
 
 if TYPE_CHECKING:
     from harness.plugin_manager import Plugins

@@ -12,10 +12,10 @@ import pytest
 from harness.comparison import compare_runs
 from harness.evaluate import EvalOptions, evaluate
 from harness.plugin_manager import load_plugins
-from harness.queries import Queries
 from harness.render import render
 from harness.reporting import build_report
 from harness.store import Store
+from harness.store.queries import Queries
 from harness.suite.load import load_suite
 from harness.testing import MockBackend, mock_backend_plugin, mock_spec
 

@@ -29,7 +29,7 @@ READER = textwrap.dedent(
     import json, sys, time
     from pathlib import Path
     from harness.errors import StoreLockedError
-    from harness.queries import Queries
+    from harness.store.queries import Queries
     from harness.store import Store
 
     path, stop, snapshot = sys.argv[1], Path(sys.argv[2]), sys.argv[3]

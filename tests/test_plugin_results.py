@@ -10,8 +10,8 @@ import numpy as np
 
 from harness import Metric, hookimpl, metric
 from harness.evaluate import EvalOptions, evaluate
-from harness.queries import Queries
 from harness.store import Store
+from harness.store.queries import Queries
 from harness.suite.load import load_suite
 from harness.testing import mock_spec
 

@@ -22,12 +22,12 @@ from harness.errors import ConfigError, NotFoundError, UnknownComponentError
 from harness.evaluate import EvalOptions, evaluate
 from harness.hookspecs import hookimpl
 from harness.plugin_manager import Plugins, load_plugins
-from harness.queries import Queries
 from harness.render import render
 from harness.reporting import build_report, show_report
 from harness.stats import paired_bootstrap
 from harness.store import Store, insert
 from harness.store.core import utcnow
+from harness.store.queries import Queries
 from harness.suite.load import load_suite
 from harness.testing import MockBackend, mock_backend_plugin, mock_spec
 from harness.types import Issue

@@ -228,7 +228,7 @@ def test_the_next_iteration_halves_stalled_clusters_and_says_why(
     assert grown.n_added == 12
     assert set(grown.budget_notes) == {str(c) for c in weights if grown.cluster_counts.get(str(c))}
     assert all("still fail" in note for note in grown.budget_notes.values())
-    from harness.queries import Queries
+    from harness.store.queries import Queries
 
     # What the history report shows, read back from the store (the parent's rows excluded).
     assert Queries(harness_store, plugins.registry).budget_notes(grown.hash) == grown.budget_notes

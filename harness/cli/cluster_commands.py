@@ -45,7 +45,7 @@ def clusters_command(
     --recluster, or other --featurizer/--clusterer settings, to cluster again).
     """
     from harness.clustering import cluster_run, latest_clustering, load_clusters
-    from harness.queries import Queries
+    from harness.store.queries import Queries
 
     with state.writer() as store:
         run_id = Queries(store).resolve(run)

@@ -151,7 +151,7 @@ def add_command(
     )
     from harness.errors import HarnessError
     from harness.progress import RichReporter
-    from harness.queries import Queries
+    from harness.store.queries import Queries
 
     args = parse_options(source_args, "--source-arg")
     with state.writer() as store:
@@ -225,7 +225,7 @@ def export_command(
     """
     from harness.annotation import export_annotations
     from harness.clustering import cluster_run, latest_clustering
-    from harness.queries import Queries
+    from harness.store.queries import Queries
 
     with state.writer() as store:
         run_id = Queries(store).resolve(run)
@@ -275,7 +275,7 @@ def import_command(
     ids); one bad row and nothing is imported.
     """
     from harness.annotation import import_annotations
-    from harness.queries import Queries
+    from harness.store.queries import Queries
 
     with state.writer() as store:
         run_id = Queries(store).resolve(run) if run else None

@@ -26,9 +26,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from harness.errors import HarnessError
-from harness.queries import Queries
 from harness.store.browse import PAGE_SIZE, Browse, RunFilter, SampleFilter
 from harness.store.core import Store
+from harness.store.queries import Queries
 from harness.view import charts
 
 HERE = Path(__file__).parent

@@ -1,6 +1,6 @@
 """The read-only query layer over the store: what report views and the CLI read.
 
-    from harness.queries import Queries
+    from harness.store.queries import Queries
     with Store.reader() as store:
         q = Queries(store)
         run = q.run("latest")

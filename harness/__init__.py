@@ -71,9 +71,9 @@ _EXPORTS: dict[str, str] = {
     "read_jsonl": "harness.suite.load",
     "read_training_rows": "harness.suite.load",
     "TrainRowModel": "harness.suite.load",
-    "input_key": "harness.curation",
-    "prompt_text": "harness.curation",
-    "normalize": "harness.curation",
+    "input_key": "harness.suite.keys",
+    "prompt_text": "harness.suite.keys",
+    "normalize": "harness.suite.keys",
     "evaluate": "harness.evaluate",
     "EvalOptions": "harness.evaluate",
     "RunSummary": "harness.evaluate",
@@ -213,11 +213,6 @@ if TYPE_CHECKING:
         mean_from_statistics,
         metric,
     )
-    from harness.curation import (
-        input_key,
-        normalize,
-        prompt_text,
-    )
     from harness.datasets import (
         Manifest,
         build_dataset,
@@ -289,6 +284,11 @@ if TYPE_CHECKING:
         RunInfo,
         RunListing,
         SampleDetail,
+    )
+    from harness.suite.keys import (
+        input_key,
+        normalize,
+        prompt_text,
     )
     from harness.suite.load import (
         Suite,

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, create_model
 
-from harness.curation import input_key
 from harness.progress import NullReporter, Reporter
+from harness.suite.keys import input_key
 from harness.suite.prompts import PromptConfig, render_prompt
 from harness.types import (
     Cluster,

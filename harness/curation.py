@@ -23,7 +23,7 @@ counted once, under the first reason that applies):
    product per chunk): for the thousands of rows a dataset grows by, that is as fast
    as MinHash and has no false positives or negatives.
 
-Normalisation (shared with the data sources' `exclude_inputs`): Unicode NFKC, case
+Normalisation (`harness.suite.keys`, shared with the data sources' `exclude_inputs`): Unicode NFKC, case
 folded, sentence punctuation removed, symbols such as + - * / = kept as tokens (so
 "3 + 4" and "3 - 4" stay different), whitespace collapsed.
 """
@@ -31,20 +31,15 @@ folded, sentence punctuation removed, symbols such as + - * / = kept as tokens (
 from __future__ import annotations
 
 import hashlib
-import re
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 
+from harness.suite.keys import input_key, normalize, prompt_text, tokens
 from harness.suite.load import Suite
 from harness.types import TrainingExample
-
-_TOKEN = re.compile(r"[^\W_]+|[^\w\s]", re.UNICODE)
-_SOFT_PUNCTUATION = frozenset(".,;:!?\"'`()[]{}«»“”‘’…–—·")
 
 DROP_REASONS: dict[str, str] = {
     "invalid": "empty output, or neither instruction nor input",
@@ -58,28 +53,6 @@ DROP_REASONS: dict[str, str] = {
 }
 """Every reason curation drops a row for, and what it means."""
 
-
-def tokens(text: str) -> list[str]:
-    """Normalised word and symbol tokens of `text`."""
-    folded = unicodedata.normalize("NFKC", text).casefold()
-    return [t for t in _TOKEN.findall(folded) if t not in _SOFT_PUNCTUATION]
-
-
-@lru_cache(maxsize=65536)
-def normalize(text: str) -> str:
-    """The normalised form of `text` (see the module docstring)."""
-    return " ".join(tokens(text))
-
-
-def input_key(instruction: str, input: str) -> str:
-    """What identifies a question: the normalised input, or the instruction when there is
-    no input (suites whose rows carry the question in the instruction)."""
-    return normalize(input) if input.strip() else normalize(instruction)
-
-
-def prompt_text(instruction: str, input: str) -> str:
-    """The part of a row that says what is asked (input, or instruction without input)."""
-    return input if input.strip() else instruction
 
 
 def row_text(example: TrainingExample) -> str:

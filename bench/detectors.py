@@ -18,7 +18,7 @@ import argparse
 import random
 import time
 
-from harness.plugin_manager import load_plugins
+from harness.components.plugin_manager import load_plugins
 from harness.scoring import ResolvedDetector, run_detector
 from harness.suite.load import DetectorConfig
 from harness.types import Generation, Item, Sample

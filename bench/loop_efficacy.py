@@ -40,11 +40,11 @@ from typing import Any
 import yaml
 
 from harness.comparison import compare_runs
+from harness.components.plugin_manager import load_plugins
 from harness.curation import normalize
 from harness.datasets import load_manifest
 from harness.evaluate import EvalOptions, evaluate, load_backend
 from harness.loop import LoopConfig, run_loop
-from harness.plugin_manager import load_plugins
 from harness.plugins.data_sources._retrieval import suite_task
 from harness.store import Store
 from harness.store.queries import Queries

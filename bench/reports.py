@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from harness.plugin_manager import load_plugins
+from harness.components.plugin_manager import load_plugins
 from harness.plugins.metrics import (
     Bleu,
     BleuArgs,

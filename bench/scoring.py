@@ -27,7 +27,7 @@ from typing import Any
 from _machine import Timing, describe, machine, write_json
 from detectors import make_items
 
-from harness.plugin_manager import load_plugins
+from harness.components.plugin_manager import load_plugins
 from harness.scoring import Components, ResolvedDetector, ResolvedMetric, score_items
 from harness.suite.load import DetectorConfig, MetricConfig
 

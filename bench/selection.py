@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from harness.clustering import cluster_run, load_clusters, load_failures
+from harness.components.embedding import default_embedder
+from harness.components.plugin_manager import load_plugins
 from harness.datasets import build_dataset
-from harness.embedding import default_embedder
 from harness.evaluate import evaluate
-from harness.plugin_manager import load_plugins
 from harness.plugins.data_sources._retrieval import (
     LexicalSettings,
     example_task_text,

@@ -26,8 +26,8 @@ import math
 from pathlib import Path
 
 from harness.comparison import compare_runs
+from harness.components.plugin_manager import load_plugins
 from harness.evaluate import EvalOptions, evaluate
-from harness.plugin_manager import load_plugins
 from harness.stats import mcnemar_mde
 from harness.store import Store
 from harness.store.queries import Queries

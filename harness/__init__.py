@@ -39,22 +39,22 @@ _EXPORTS: dict[str, str] = {
     "instruction_prompt": "harness.suite.prompts",
     "render_prompt": "harness.suite.prompts",
     # writing plugins: the contracts, the hook marker, the registry
-    "hookimpl": "harness.hookspecs",
-    "Registry": "harness.registry",
-    "Metric": "harness.components",
-    "Detector": "harness.components",
-    "Backend": "harness.components",
-    "Featurizer": "harness.components",
-    "Clusterer": "harness.components",
-    "DataSource": "harness.components",
-    "DataRequest": "harness.components",
-    "Trainer": "harness.components",
-    "ReportView": "harness.components",
-    "Needs": "harness.components",
-    "NoArgs": "harness.components",
-    "detector": "harness.components",
-    "metric": "harness.components",
-    "mean_from_statistics": "harness.components",
+    "hookimpl": "harness.components.hookspecs",
+    "Registry": "harness.components.registry",
+    "Metric": "harness.components.contracts",
+    "Detector": "harness.components.contracts",
+    "Backend": "harness.components.contracts",
+    "Featurizer": "harness.components.contracts",
+    "Clusterer": "harness.components.contracts",
+    "DataSource": "harness.components.contracts",
+    "DataRequest": "harness.components.contracts",
+    "Trainer": "harness.components.contracts",
+    "ReportView": "harness.components.contracts",
+    "Needs": "harness.components.contracts",
+    "NoArgs": "harness.components.contracts",
+    "detector": "harness.components.contracts",
+    "metric": "harness.components.contracts",
+    "mean_from_statistics": "harness.components.contracts",
     # what backends and featurizers share: local checkpoints, sentence embeddings
     "resolve_model_dir": "harness.checkpoints",
     "resolve_adapter_dir": "harness.checkpoints",
@@ -62,10 +62,10 @@ _EXPORTS: dict[str, str] = {
     "checkpoint_hash": "harness.checkpoints",
     "check_model_dir": "harness.checkpoints",
     "check_adapter_dir": "harness.checkpoints",
-    "Embedder": "harness.embedding",
-    "default_embedder": "harness.embedding",
+    "Embedder": "harness.components.embedding",
+    "default_embedder": "harness.components.embedding",
     # running
-    "load_plugins": "harness.plugin_manager",
+    "load_plugins": "harness.components.plugin_manager",
     "load_suite": "harness.suite.load",
     "Suite": "harness.suite.load",
     "read_jsonl": "harness.suite.load",
@@ -197,7 +197,7 @@ if TYPE_CHECKING:
         compare_runs,
         planned_mde,
     )
-    from harness.components import (
+    from harness.components.contracts import (
         Backend,
         Clusterer,
         DataRequest,
@@ -212,6 +212,19 @@ if TYPE_CHECKING:
         detector,
         mean_from_statistics,
         metric,
+    )
+    from harness.components.embedding import (
+        Embedder,
+        default_embedder,
+    )
+    from harness.components.hookspecs import (
+        hookimpl,
+    )
+    from harness.components.plugin_manager import (
+        load_plugins,
+    )
+    from harness.components.registry import (
+        Registry,
     )
     from harness.datasets import (
         Manifest,
@@ -237,10 +250,6 @@ if TYPE_CHECKING:
         format_value,
         histogram,
     )
-    from harness.embedding import (
-        Embedder,
-        default_embedder,
-    )
     from harness.errors import (
         ConfigError,
         HarnessError,
@@ -254,15 +263,6 @@ if TYPE_CHECKING:
         EvalOptions,
         RunSummary,
         evaluate,
-    )
-    from harness.hookspecs import (
-        hookimpl,
-    )
-    from harness.plugin_manager import (
-        load_plugins,
-    )
-    from harness.registry import (
-        Registry,
     )
     from harness.stats import (
         describe_clustering,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from harness.components import Backend
+from harness.components.contracts import Backend
+from harness.components.registry import Registry
 from harness.errors import ConfigError
-from harness.registry import Registry
 from harness.types import ModelSpec
 
 

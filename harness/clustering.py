@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from harness.components import Clusterer, Featurizer
+from harness.components.contracts import Clusterer, Featurizer
 from harness.errors import HarnessError, NotFoundError
 from harness.store import Store, insert
 from harness.store.core import utcnow

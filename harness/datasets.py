@@ -54,9 +54,9 @@ from harness.suite.load import Suite, builtin_suites, load_suite, validate_args
 from harness.types import Sample, TrainingExample
 
 if TYPE_CHECKING:
-    from harness.components import Backend
-    from harness.embedding import Embedder
-    from harness.registry import Registry
+    from harness.components.contracts import Backend
+    from harness.components.embedding import Embedder
+    from harness.components.registry import Registry
     from harness.types import ModelSpec
 
 BUILT_SELECTIONS = ("targeted", "random", "random_on_task")
@@ -510,7 +510,7 @@ class _Gatherer:
         self.make_backend, self.embedder, self.reporter = make_backend, embedder, reporter
 
     def __call__(self, cluster: Cluster, budget: int) -> tuple[list[TrainingExample], Counter[str]]:
-        from harness.components import DataRequest
+        from harness.components.contracts import DataRequest
 
         drops: Counter[str] = Counter()
         request = DataRequest(

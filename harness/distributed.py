@@ -51,8 +51,8 @@ import pyarrow as pa
 from harness.errors import ConfigError, HarnessError
 
 if TYPE_CHECKING:
-    from harness.components import Backend, Progress
-    from harness.plugin_manager import Plugins
+    from harness.components.contracts import Backend, Progress
+    from harness.components.plugin_manager import Plugins
     from harness.types import Completion, GenerationConfig, ModelSpec
 
 RAY_EXTRA = "pip install 'harness-loop[ray]'"
@@ -255,7 +255,7 @@ class PluginSetup:
 
     def load(self) -> Plugins:
         """A fresh plugin manager (called on the worker)."""
-        from harness.plugin_manager import load_plugins
+        from harness.components.plugin_manager import load_plugins
 
         paths = []
         for plugin in self.files:

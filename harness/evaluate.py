@@ -22,7 +22,8 @@ from typing import Any
 
 from harness import environment
 from harness.backends import load_backend
-from harness.components import Backend
+from harness.components.contracts import Backend
+from harness.components.plugin_manager import Plugins
 from harness.distributed import Executor
 from harness.errors import ConfigError
 from harness.generation import (
@@ -32,7 +33,6 @@ from harness.generation import (
     loglikelihoods_with_cache,
     make_jobs,
 )
-from harness.plugin_manager import Plugins
 from harness.progress import NullReporter, Reporter
 from harness.scoring import (
     ComponentError,

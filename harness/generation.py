@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 from duckdb import DuckDBPyConnection
 
-from harness.components import Backend
+from harness.components.contracts import Backend
 from harness.distributed import Executor, LocalExecutor, Shard, ShardGroup
 from harness.progress import NullReporter, Reporter
 from harness.store import Store, insert

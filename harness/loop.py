@@ -41,11 +41,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from harness.backends import load_backend
 from harness.comparison import MetricComparison, compare_runs, compare_seeds
+from harness.components.plugin_manager import Plugins
 from harness.cost import Work, estimate, load_prices
 from harness.distributed import Executor
 from harness.errors import ConfigError, HarnessError
 from harness.evaluate import EvalOptions, evaluate
-from harness.plugin_manager import Plugins
 from harness.progress import NullReporter, Reporter
 from harness.store import Store
 from harness.store.core import utcnow

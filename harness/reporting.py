@@ -22,7 +22,7 @@ from harness.render import EXTENSIONS, check_format, render
 from harness.store.queries import Queries
 
 if TYPE_CHECKING:
-    from harness.plugin_manager import Plugins
+    from harness.components.plugin_manager import Plugins
     from harness.store import Store
 
 DEFAULT_OUTPUT_DIR = Path("harness-reports")
@@ -34,7 +34,7 @@ def build_report(
 ) -> Document:
     """The document a view builds (plugins are loaded afresh when none are given)."""
     if plugins is None:
-        from harness.plugin_manager import load_plugins
+        from harness.components.plugin_manager import load_plugins
 
         plugins = load_plugins()
     report = plugins.registry.report(view, where="report")

@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 import numpy as np
 from pydantic import BaseModel
 
-from harness.components import Detector, Metric, Needs
-from harness.registry import Registry
+from harness.components.contracts import Detector, Metric, Needs
+from harness.components.registry import Registry
 from harness.stats import bootstrap_ci, cluster_labels, sample_cluster_key
 from harness.suite.load import DetectorConfig, MetricConfig, Suite, validate_args
 from harness.types import ComponentError, Issue, Item, MetricOutcome, ScoringResult

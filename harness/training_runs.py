@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from harness.components import Trainer
+from harness.components.contracts import Trainer
 from harness.progress import Reporter
 from harness.store import Store, insert
 from harness.store.core import utcnow

@@ -11,8 +11,8 @@ import torch
 from click.testing import CliRunner
 
 from harness.cli import main
+from harness.components.plugin_manager import load_plugins
 from harness.evaluate import evaluate_adapters, load_backend
-from harness.plugin_manager import load_plugins
 from harness.suite.load import load_suite
 from harness.types import GenerationConfig, ModelSpec
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.components.plugin_manager import load_plugins
 from harness.evaluate import EvalOptions, evaluate
-from harness.plugin_manager import load_plugins
 from harness.reporting import show_report
 from harness.store import Store
 from harness.suite.load import load_suite

@@ -9,8 +9,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from harness.cli import main
+from harness.components.plugin_manager import load_plugins
 from harness.evaluate import EvalOptions, evaluate
-from harness.plugin_manager import load_plugins
 from harness.store import Store
 from harness.suite.load import load_suite
 from harness.testing import mock_backend_plugin, mock_spec

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from harness.comparison import compare_runs
+from harness.components.plugin_manager import load_plugins
 from harness.evaluate import EvalOptions, evaluate
-from harness.plugin_manager import load_plugins
 from harness.render import render
 from harness.reporting import build_report
 from harness.store import Store

@@ -18,7 +18,8 @@ from harness import DataRequest
 from harness.annotation import export_annotations, import_annotations
 from harness.cli import main
 from harness.clustering import UNCLUSTERED, Cluster, Failure, cluster_run, load_clusters
-from harness.components import DataSource
+from harness.components.contracts import DataSource
+from harness.components.hookspecs import hookimpl
 from harness.curation import build_eval_index, curate, input_key
 from harness.datasets import (
     build_dataset,
@@ -29,7 +30,6 @@ from harness.datasets import (
 )
 from harness.errors import ConfigError, HarnessError, NotFoundError, PluginError
 from harness.evaluate import evaluate
-from harness.hookspecs import hookimpl
 from harness.plugins.data_sources.teacher import parse_reply
 from harness.store import Store
 from harness.suite.load import load_suite

@@ -15,10 +15,10 @@ from click.testing import CliRunner
 
 from harness.cli import params
 from harness.cli.main import main
+from harness.components.plugin_manager import load_plugins
 from harness.cost import load_prices
 from harness.errors import ConfigError, PluginError, StoreDamagedError, StoreLockedError, StorePermissionError
 from harness.evaluate import EvalOptions, evaluate
-from harness.plugin_manager import load_plugins
 from harness.scaffold import new_detector
 from harness.store import Store
 from harness.suite.load import RowModel, load_suite, read_jsonl

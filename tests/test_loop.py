@@ -12,10 +12,10 @@ from click.testing import CliRunner
 
 from harness.cli.main import main as cli_main
 from harness.comparison import MetricComparison
+from harness.components.hookspecs import hookimpl
+from harness.components.plugin_manager import load_plugins
 from harness.errors import ConfigError, UnknownComponentError
-from harness.hookspecs import hookimpl
 from harness.loop import DECISION_RULE, GuardCheck, LoopConfig, decide, run_loop
-from harness.plugin_manager import load_plugins
 from harness.reporting import build_report
 from harness.stats import PairedTest
 from harness.suite.load import load_suite

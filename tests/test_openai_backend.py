@@ -22,9 +22,9 @@ from typing import Any
 import httpx2
 import pytest
 
+from harness.components.plugin_manager import load_plugins
 from harness.errors import ConfigError, HarnessError
 from harness.evaluate import evaluate, load_backend
-from harness.plugin_manager import load_plugins
 from harness.plugins.backends.openai import (
     OpenAIOptions,
     OpenAIServerError,

@@ -19,10 +19,10 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli.main import main
+from harness.components.plugin_manager import load_plugins
 from harness.distributed import PluginSetup, RayExecutor, ShardFile
 from harness.errors import ConfigError
 from harness.evaluate import EvalOptions, evaluate
-from harness.plugin_manager import load_plugins
 from harness.store import Store
 from harness.suite.load import load_suite
 from harness.testing import mock_backend_plugin, mock_spec

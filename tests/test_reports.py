@@ -16,12 +16,12 @@ from rich.cells import cell_len
 from scipy import stats as scipy_stats
 
 from harness.cli.main import main
-from harness.components import ReportView, detector
+from harness.components.contracts import ReportView, detector
+from harness.components.hookspecs import hookimpl
+from harness.components.plugin_manager import Plugins, load_plugins
 from harness.document import Document, Paragraph
 from harness.errors import ConfigError, NotFoundError, UnknownComponentError
 from harness.evaluate import EvalOptions, evaluate
-from harness.hookspecs import hookimpl
-from harness.plugin_manager import Plugins, load_plugins
 from harness.render import render
 from harness.reporting import build_report, show_report
 from harness.stats import paired_bootstrap

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.components.plugin_manager import load_plugins
 from harness.errors import ConfigError, NotFoundError, UnknownComponentError
-from harness.plugin_manager import load_plugins
 from harness.scoring import resolve_components
 from harness.suite.load import load_suite
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from harness.plugin_manager import load_plugins
-from harness.registry import Registry
+from harness.components.plugin_manager import load_plugins
+from harness.components.registry import Registry
 from harness.scoring import resolve_components
 from harness.suite.load import (
     Suite,

@@ -303,7 +303,7 @@ def runs_command(state: CliState, suite: str | None, limit: int, as_json: bool) 
 @pass_state
 def plugins_command(state: CliState, kind: str | None, as_json: bool) -> None:
     """List every registered component: kind, name, source plugin and version."""
-    from harness.components import COMPONENT_KINDS
+    from harness.components.contracts import COMPONENT_KINDS
 
     if kind:
         kind = kind.replace("-", "_")

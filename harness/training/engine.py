@@ -54,7 +54,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from harness import checkpoints
-from harness.components import Progress, Trainer
+from harness.components.contracts import Progress, Trainer
 from harness.errors import ConfigError, TrainingError
 from harness.suite.prompts import PromptConfig
 from harness.training.args import TrainingArgs

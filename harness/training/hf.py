@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
-from harness.components import Progress
+from harness.components.contracts import Progress
 from harness.errors import TrainingError
 from harness.training.encoding import IGNORE_INDEX
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.plugin_manager import load_plugins
-from harness.registry import Registry
+from harness.components.plugin_manager import load_plugins
+from harness.components.registry import Registry
 from harness.scoring import ResolvedDetector, run_detector
 from harness.suite.load import DetectorConfig
 from harness.testing import item

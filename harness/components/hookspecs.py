@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from harness.registry import Registry
+    from harness.components.registry import Registry
 
 PROJECT = "harness"
 

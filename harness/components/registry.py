@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from harness.components import (
+from harness.components.contracts import (
     COMPONENT_KINDS,
     Backend,
     Clusterer,

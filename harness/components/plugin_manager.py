@@ -27,9 +27,9 @@ from typing import Any
 
 import pluggy
 
-from harness import hookspecs
+from harness.components import hookspecs
+from harness.components.registry import PluginInfo, Registry
 from harness.errors import ConfigError, HarnessError, PluginError, did_you_mean
-from harness.registry import PluginInfo, Registry
 
 ENTRY_POINT_GROUP = "harness"
 ENV_DISABLE_AUTOLOAD = "HARNESS_DISABLE_PLUGIN_AUTOLOAD"

@@ -36,8 +36,8 @@ from harness.types import (
 )
 
 if TYPE_CHECKING:
+    from harness.components.embedding import Embedder
     from harness.document import Document
-    from harness.embedding import Embedder
     from harness.store.queries import Queries
     from harness.suite.load import Suite
 
@@ -256,7 +256,7 @@ class DataRequest:
     def get_embedder(self) -> Embedder:
         if self.embedder is not None:
             return self.embedder()
-        from harness.embedding import default_embedder
+        from harness.components.embedding import default_embedder
 
         return default_embedder()
 

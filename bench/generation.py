@@ -178,9 +178,9 @@ def main() -> None:
     import torch
     from bound import decode_bound, measure_limits, model_figures, summary
 
-    from harness.checkpoints import resolve_model_dir
     from harness.components.plugin_manager import load_plugins
     from harness.evaluate import load_backend
+    from harness.generate.checkpoints import resolve_model_dir
     from harness.types import GenerationConfig, ModelSpec
 
     if args.threads:

@@ -56,12 +56,12 @@ _EXPORTS: dict[str, str] = {
     "metric": "harness.components.contracts",
     "mean_from_statistics": "harness.components.contracts",
     # what backends and featurizers share: local checkpoints, sentence embeddings
-    "resolve_model_dir": "harness.checkpoints",
-    "resolve_adapter_dir": "harness.checkpoints",
-    "checkpoint_content_hash": "harness.checkpoints:content_hash",
-    "checkpoint_hash": "harness.checkpoints",
-    "check_model_dir": "harness.checkpoints",
-    "check_adapter_dir": "harness.checkpoints",
+    "resolve_model_dir": "harness.generate.checkpoints",
+    "resolve_adapter_dir": "harness.generate.checkpoints",
+    "checkpoint_content_hash": "harness.generate.checkpoints:content_hash",
+    "checkpoint_hash": "harness.generate.checkpoints",
+    "check_model_dir": "harness.generate.checkpoints",
+    "check_adapter_dir": "harness.generate.checkpoints",
     "Embedder": "harness.components.embedding",
     "default_embedder": "harness.components.embedding",
     # running
@@ -77,7 +77,7 @@ _EXPORTS: dict[str, str] = {
     "evaluate": "harness.evaluate",
     "EvalOptions": "harness.evaluate",
     "RunSummary": "harness.evaluate",
-    "load_backend": "harness.backends",
+    "load_backend": "harness.generate.backends",
     "Store": "harness.store",
     "build_dataset": "harness.datasets",
     "Manifest": "harness.datasets",
@@ -176,19 +176,6 @@ if TYPE_CHECKING:
         corrections_to_examples,
         read_corrections,
     )
-    from harness.backends import (
-        load_backend,
-    )
-    from harness.checkpoints import (
-        check_adapter_dir,
-        check_model_dir,
-        checkpoint_hash,
-        resolve_adapter_dir,
-        resolve_model_dir,
-    )
-    from harness.checkpoints import (
-        content_hash as checkpoint_content_hash,
-    )
     from harness.comparison import (
         ALPHA,
         Flip,
@@ -263,6 +250,19 @@ if TYPE_CHECKING:
         EvalOptions,
         RunSummary,
         evaluate,
+    )
+    from harness.generate.backends import (
+        load_backend,
+    )
+    from harness.generate.checkpoints import (
+        check_adapter_dir,
+        check_model_dir,
+        checkpoint_hash,
+        resolve_adapter_dir,
+        resolve_model_dir,
+    )
+    from harness.generate.checkpoints import (
+        content_hash as checkpoint_content_hash,
     )
     from harness.stats import (
         describe_clustering,

@@ -43,10 +43,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.backends import load_backend
 from harness.clustering import UNCLUSTERED, Cluster, latest_clustering, load_clusters, load_failures
 from harness.curation import CurationResult, EvalIndex, build_eval_index, content_hash, curate
 from harness.errors import ConfigError, HarnessError, NotFoundError, PluginError
+from harness.generate.backends import load_backend
 from harness.progress import NullReporter, Reporter
 from harness.store import Store, insert
 from harness.store.core import utcnow

@@ -21,18 +21,18 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness import environment
-from harness.backends import load_backend
 from harness.components.contracts import Backend
 from harness.components.plugin_manager import Plugins
-from harness.distributed import Executor
 from harness.errors import ConfigError
-from harness.generation import (
+from harness.generate.backends import load_backend
+from harness.generate.cache import (
     DEFAULT_CHUNK,
     generate_with_cache,
     load_generations,
     loglikelihoods_with_cache,
     make_jobs,
 )
+from harness.generate.executors import Executor
 from harness.progress import NullReporter, Reporter
 from harness.scoring import (
     ComponentError,

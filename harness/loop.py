@@ -39,13 +39,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.backends import load_backend
 from harness.comparison import MetricComparison, compare_runs, compare_seeds
 from harness.components.plugin_manager import Plugins
 from harness.cost import Work, estimate, load_prices
-from harness.distributed import Executor
 from harness.errors import ConfigError, HarnessError
 from harness.evaluate import EvalOptions, evaluate
+from harness.generate.backends import load_backend
+from harness.generate.executors import Executor
 from harness.progress import NullReporter, Reporter
 from harness.store import Store
 from harness.store.core import utcnow

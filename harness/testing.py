@@ -170,7 +170,7 @@ def build_tiny_model(target: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from harness.checkpoints import gguf_path
+    from harness.generate.checkpoints import gguf_path
 
     source = gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)

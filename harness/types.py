@@ -204,7 +204,7 @@ class TrainingOutcome:
     checkpoint: ModelSpec
     """What to evaluate next: base + adapter (path=base, adapter=output dir) or a full model."""
     checkpoint_hash: str
-    """`harness.checkpoints.content_hash` of the saved output directory."""
+    """`harness.generate.checkpoints.content_hash` of the saved output directory."""
     loss_curve: tuple[tuple[int, float, float], ...]
     """(step, training loss, learning rate) for every optimizer step."""
     validation_curve: tuple[tuple[int, float], ...]

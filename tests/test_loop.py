@@ -649,7 +649,7 @@ def test_fixed_iterations_run_every_iteration_each_on_the_one_before(suites, plu
 
 
 def test_the_loops_evaluations_go_to_the_given_executor(suites, plugins, harness_store) -> None:
-    from harness.distributed import LocalExecutor
+    from harness.generate.executors import LocalExecutor
 
     class Recording(LocalExecutor):
         """Where `harness loop --ray` passes a RayExecutor: records the shards it is given."""

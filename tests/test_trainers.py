@@ -17,10 +17,10 @@ from pydantic import ValidationError
 from safetensors.torch import load_file
 from trl import SFTTrainer
 
-from harness.checkpoints import content_hash
 from harness.components.plugin_manager import load_plugins
 from harness.components.registry import Registry
 from harness.errors import ConfigError, TrainingError
+from harness.generate.checkpoints import content_hash
 from harness.plugins.backends.hf import HFBackend, HFOptions
 from harness.plugins.trainers import full as full_module
 from harness.plugins.trainers import ia3 as ia3_module

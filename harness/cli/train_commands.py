@@ -202,7 +202,7 @@ def _prepare_start(
 ) -> tuple[list[TrainingExample], str, str]:
     """(rows, manifest hash, base checkpoint hash), after every check that could stop the
     training before it starts (so that a mistake records no training run)."""
-    from harness import checkpoints
+    from harness.generate import checkpoints
     from harness.training import check_output_dir
 
     rows, manifest_hash = _load_dataset(store, dataset)

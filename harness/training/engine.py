@@ -53,9 +53,9 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from harness import checkpoints
 from harness.components.contracts import Progress, Trainer
 from harness.errors import ConfigError, TrainingError
+from harness.generate import checkpoints
 from harness.suite.prompts import PromptConfig
 from harness.training.args import TrainingArgs
 from harness.training.encoding import encode_examples, prompt_renderer, split_validation

@@ -8,7 +8,7 @@ shards run:
 - `RayExecutor` sends shards to Ray actors, each holding its own backend, loaded from
   the same `ModelSpec` through a plugin registry built afresh inside the actor.
 
-    from harness.distributed import RayExecutor
+    from harness.generate.executors import RayExecutor
     with RayExecutor(plugins, workers=2) as executor:
         evaluate(suite, spec, store, plugins, EvalOptions(executor=executor))
 
@@ -309,7 +309,7 @@ class GenerationWorker:
     def setup(self, spec: ModelSpec, plugins: PluginSetup) -> WorkerInfo:
         import ray
 
-        from harness.backends import load_backend
+        from harness.generate.backends import load_backend
 
         with _plain_harness_errors():
             self.backend = load_backend(spec, plugins.load().registry)

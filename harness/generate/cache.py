@@ -3,7 +3,7 @@
 A generation is keyed by (checkpoint hash, prompt, decoding parameters, draw): asking
 for it again, in this run or any later one, costs a lookup. What is missing is
 generated in chunks, each committed as it finishes, so an interrupted run keeps its work.
-An executor (`harness.distributed`) decides where chunks run: in this process, or on a
+An executor (`harness.generate.executors`) decides where chunks run: in this process, or on a
 Ray cluster; keys and per-sample seeds are fixed here either way.
 """
 
@@ -19,7 +19,7 @@ import pyarrow as pa
 from duckdb import DuckDBPyConnection
 
 from harness.components.contracts import Backend
-from harness.distributed import Executor, LocalExecutor, Shard, ShardGroup
+from harness.generate.executors import Executor, LocalExecutor, Shard, ShardGroup
 from harness.progress import NullReporter, Reporter
 from harness.store import Store, insert
 from harness.store.core import utcnow

@@ -179,8 +179,8 @@ def main() -> None:
     from bound import decode_bound, measure_limits, model_figures, summary
 
     from harness.components.plugin_manager import load_plugins
-    from harness.evaluate import load_backend
     from harness.generate.checkpoints import resolve_model_dir
+    from harness.score.evaluate import load_backend
     from harness.types import GenerationConfig, ModelSpec
 
     if args.threads:
@@ -393,7 +393,7 @@ def report(args: argparse.Namespace, configs: list[Config], prompts: list[str], 
 
 def backend_without_sharing(harness: Any) -> Any:
     from harness.components.plugin_manager import load_plugins
-    from harness.evaluate import load_backend
+    from harness.score.evaluate import load_backend
     from harness.types import ModelSpec
 
     plain = load_backend(ModelSpec(str(harness.model_dir), options={"share_prefill": False}),

@@ -8,7 +8,7 @@ The items are what a run leaves in the store for a dictionary / numbers / arithm
 suite (bench/detectors.py builds them: definitions of 10-150 words, some looping to the
 token limit, numbers in words, arithmetic, misspellings, paraphrase groups, four
 re-sampled draws on one item in ten). Each component is resolved as a suite resolves it
-(registry, validated default arguments) and scored with `harness.scoring.score_items`,
+(registry, validated default arguments) and scored with `harness.score.scoring.score_items`,
 alone, then all together as a run does: metrics chrf, bleu, wer, cer and exact_match
 (each with a 1,000-resample bootstrap CI), and every built-in detector except
 self_consistency (which compares sampled draws and is timed with generation).
@@ -28,7 +28,7 @@ from _machine import Timing, describe, machine, write_json
 from detectors import make_items
 
 from harness.components.plugin_manager import load_plugins
-from harness.scoring import Components, ResolvedDetector, ResolvedMetric, score_items
+from harness.score.scoring import Components, ResolvedDetector, ResolvedMetric, score_items
 from harness.suite.load import DetectorConfig, MetricConfig
 
 METRICS = ("chrf", "bleu", "wer", "cer", "exact_match")

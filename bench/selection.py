@@ -31,7 +31,6 @@ from harness.clustering import cluster_run, load_clusters, load_failures
 from harness.components.embedding import default_embedder
 from harness.components.plugin_manager import load_plugins
 from harness.datasets import build_dataset
-from harness.evaluate import evaluate
 from harness.plugins.data_sources._retrieval import (
     LexicalSettings,
     example_task_text,
@@ -40,6 +39,7 @@ from harness.plugins.data_sources._retrieval import (
     load_pool,
     resolve_pool_path,
 )
+from harness.score.evaluate import evaluate
 from harness.store import Store
 from harness.suite.load import MetricConfig, Suite, load_suite
 from harness.types import ModelSpec

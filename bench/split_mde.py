@@ -25,9 +25,9 @@ import argparse
 import math
 from pathlib import Path
 
-from harness.comparison import compare_runs
 from harness.components.plugin_manager import load_plugins
-from harness.evaluate import EvalOptions, evaluate
+from harness.score.comparison import compare_runs
+from harness.score.evaluate import EvalOptions, evaluate
 from harness.stats import mcnemar_mde
 from harness.store import Store
 from harness.store.queries import Queries

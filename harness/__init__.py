@@ -74,9 +74,9 @@ _EXPORTS: dict[str, str] = {
     "input_key": "harness.suite.keys",
     "prompt_text": "harness.suite.keys",
     "normalize": "harness.suite.keys",
-    "evaluate": "harness.evaluate",
-    "EvalOptions": "harness.evaluate",
-    "RunSummary": "harness.evaluate",
+    "evaluate": "harness.score.evaluate",
+    "EvalOptions": "harness.score.evaluate",
+    "RunSummary": "harness.score.evaluate",
     "load_backend": "harness.generate.backends",
     "Store": "harness.store",
     "build_dataset": "harness.datasets",
@@ -101,11 +101,11 @@ _EXPORTS: dict[str, str] = {
     "ClusterSummary": "harness.store.queries",
     "LoopInfo": "harness.store.queries",
     "IterationInfo": "harness.store.queries",
-    "compare_runs": "harness.comparison",
-    "compare_metric": "harness.comparison",
-    "MetricComparison": "harness.comparison",
-    "Flip": "harness.comparison",
-    "ALPHA": "harness.comparison",
+    "compare_runs": "harness.score.comparison",
+    "compare_metric": "harness.score.comparison",
+    "MetricComparison": "harness.score.comparison",
+    "Flip": "harness.score.comparison",
+    "ALPHA": "harness.score.comparison",
     "Document": "harness.document",
     "Section": "harness.document",
     "Table": "harness.document",
@@ -122,7 +122,7 @@ _EXPORTS: dict[str, str] = {
     "Interval": "harness.document",
     "format_value": "harness.document",
     "histogram": "harness.document",
-    "planned_mde": "harness.comparison",
+    "planned_mde": "harness.score.comparison",
     "describe_clustering": "harness.stats",
     # errors
     "HarnessError": "harness.errors",
@@ -156,10 +156,10 @@ def __dir__() -> list[str]:
 
 
 class _Harness(_ModuleType):
-    """Keeps exported names stable: importing the submodule `harness.evaluate` would
-    otherwise set the attribute `evaluate` to that module, so that `from harness import
-    evaluate` gave the module or the function depending on what was imported before.
-    The submodule stays importable (`from harness.evaluate import EvalOptions`)."""
+    """Keeps exported names stable: importing a submodule named like an exported name
+    (`harness.evaluate` was one, before the stages had folders) would otherwise set the
+    attribute to that module, so that `from harness import evaluate` gave the module or
+    the function depending on what was imported before."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         if isinstance(value, _ModuleType) and name in _EXPORTS:
@@ -175,14 +175,6 @@ if TYPE_CHECKING:
         Correction,
         corrections_to_examples,
         read_corrections,
-    )
-    from harness.comparison import (
-        ALPHA,
-        Flip,
-        MetricComparison,
-        compare_metric,
-        compare_runs,
-        planned_mde,
     )
     from harness.components.contracts import (
         Backend,
@@ -246,11 +238,6 @@ if TYPE_CHECKING:
         TrainingError,
         UnknownComponentError,
     )
-    from harness.evaluate import (
-        EvalOptions,
-        RunSummary,
-        evaluate,
-    )
     from harness.generate.backends import (
         load_backend,
     )
@@ -263,6 +250,19 @@ if TYPE_CHECKING:
     )
     from harness.generate.checkpoints import (
         content_hash as checkpoint_content_hash,
+    )
+    from harness.score.comparison import (
+        ALPHA,
+        Flip,
+        MetricComparison,
+        compare_metric,
+        compare_runs,
+        planned_mde,
+    )
+    from harness.score.evaluate import (
+        EvalOptions,
+        RunSummary,
+        evaluate,
     )
     from harness.stats import (
         describe_clustering,

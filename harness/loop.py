@@ -39,14 +39,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.comparison import MetricComparison, compare_runs, compare_seeds
 from harness.components.plugin_manager import Plugins
 from harness.cost import Work, estimate, load_prices
 from harness.errors import ConfigError, HarnessError
-from harness.evaluate import EvalOptions, evaluate
 from harness.generate.backends import load_backend
 from harness.generate.executors import Executor
 from harness.progress import NullReporter, Reporter
+from harness.score.comparison import MetricComparison, compare_runs, compare_seeds
+from harness.score.evaluate import EvalOptions, evaluate
 from harness.store import Store
 from harness.store.core import utcnow
 from harness.store.queries import Queries
@@ -97,7 +97,7 @@ class LoopConfig(BaseModel):
     resamples: int = Field(1000, ge=100)
     train_seeds: int = Field(1, ge=1)
     """Adapters trained per iteration, with seeds seed, seed+1, ...; the decision averages
-    them and counts the spread between seeds (`harness.comparison.compare_seeds`)."""
+    them and counts the spread between seeds (`harness.score.comparison.compare_seeds`)."""
     fixed_iterations: bool = False
     """Run every iteration whatever the decisions, each building on the one before it
     (accepted or not); decisions are still taken and recorded. For comparisons at equal
@@ -603,7 +603,7 @@ class _Loop:
     def _power(self, previous: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Before training: the MDE of each metric the decision will test, from the last
         accepted checkpoint's runs (`planned_mde`), beside its margin."""
-        from harness.comparison import planned_mde
+        from harness.score.comparison import planned_mde
 
         watched = [(self.suite, previous.get("eval_run_id"), [self.suite.config.main])]
         if self.guard is not None:

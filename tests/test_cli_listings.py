@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from harness.cli import main
 from harness.components.plugin_manager import load_plugins
-from harness.evaluate import EvalOptions, evaluate
+from harness.score.evaluate import EvalOptions, evaluate
 from harness.store import Store
 from harness.suite.load import load_suite
 from harness.testing import mock_backend_plugin, mock_spec

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from harness.comparison import compare_runs
 from harness.components.plugin_manager import load_plugins
-from harness.evaluate import EvalOptions, evaluate
 from harness.render import render
 from harness.reporting import build_report
+from harness.score.comparison import compare_runs
+from harness.score.evaluate import EvalOptions, evaluate
 from harness.store import Store
 from harness.store.queries import Queries
 from harness.suite.load import load_suite

@@ -9,7 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from harness.evaluate import EvalOptions, evaluate
+from harness.score.evaluate import EvalOptions, evaluate
 from harness.store import Store
 from harness.suite.load import load_suite
 from harness.testing import mock_spec

@@ -29,8 +29,8 @@ from harness.datasets import (
     split_budget,
 )
 from harness.errors import ConfigError, HarnessError, NotFoundError, PluginError
-from harness.evaluate import evaluate
 from harness.plugins.data_sources.teacher import parse_reply
+from harness.score.evaluate import evaluate
 from harness.store import Store
 from harness.suite.load import load_suite
 from harness.testing import mock_spec, sample

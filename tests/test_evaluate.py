@@ -10,7 +10,7 @@ from harness.components.contracts import Needs
 from harness.components.hookspecs import hookimpl
 from harness.components.registry import Registry
 from harness.errors import NotFoundError, UnknownComponentError
-from harness.evaluate import EvalOptions, evaluate
+from harness.score.evaluate import EvalOptions, evaluate
 from harness.suite.load import load_suite
 from harness.testing import MockBackend, mock_spec
 from harness.types import Issue, ModelSpec

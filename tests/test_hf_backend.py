@@ -11,9 +11,9 @@ import torch
 
 from harness.components.plugin_manager import load_plugins
 from harness.errors import ConfigError, NotFoundError
-from harness.evaluate import evaluate, load_backend
 from harness.plugins.backends import hf
 from harness.plugins.backends.hf import SharedPrefill, bytes_per_row, fit_batch_size
+from harness.score.evaluate import evaluate, load_backend
 from harness.suite.load import load_suite
 from harness.types import GenerationConfig, ModelSpec
 

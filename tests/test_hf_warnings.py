@@ -9,7 +9,7 @@ import warnings
 import pytest
 
 from harness.components.plugin_manager import load_plugins
-from harness.evaluate import load_backend
+from harness.score.evaluate import load_backend
 from harness.types import GenerationConfig, ModelSpec
 
 pytestmark = pytest.mark.slow

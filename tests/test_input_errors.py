@@ -18,8 +18,8 @@ from harness.cli.main import main
 from harness.components.plugin_manager import load_plugins
 from harness.cost import load_prices
 from harness.errors import ConfigError, PluginError, StoreDamagedError, StoreLockedError, StorePermissionError
-from harness.evaluate import EvalOptions, evaluate
 from harness.scaffold import new_detector
+from harness.score.evaluate import EvalOptions, evaluate
 from harness.store import Store
 from harness.suite.load import RowModel, load_suite, read_jsonl
 from harness.testing import mock_backend_plugin, mock_spec

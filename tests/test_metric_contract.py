@@ -12,7 +12,7 @@ import numpy as np
 from harness import metric
 from harness.components.hookspecs import hookimpl
 from harness.components.plugin_manager import load_plugins
-from harness.evaluate import EvalOptions, evaluate
+from harness.score.evaluate import EvalOptions, evaluate
 from harness.store import Store
 from harness.suite.load import load_suite
 from harness.testing import item, mock_backend_plugin, mock_spec

@@ -24,7 +24,6 @@ import pytest
 
 from harness.components.plugin_manager import load_plugins
 from harness.errors import ConfigError, HarnessError
-from harness.evaluate import evaluate, load_backend
 from harness.plugins.backends.openai import (
     OpenAIOptions,
     OpenAIServerError,
@@ -36,6 +35,7 @@ from harness.plugins.backends.openai import (
 )
 from harness.render import FORMATS, render
 from harness.reporting import build_report
+from harness.score.evaluate import evaluate, load_backend
 from harness.store import Store
 from harness.suite.load import load_suite
 from harness.suite.prompts import PromptConfig

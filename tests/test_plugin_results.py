@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from harness import Metric, hookimpl, metric
-from harness.evaluate import EvalOptions, evaluate
+from harness.score.evaluate import EvalOptions, evaluate
 from harness.store import Store
 from harness.store.queries import Queries
 from harness.suite.load import load_suite

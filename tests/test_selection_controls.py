@@ -15,8 +15,8 @@ from harness.clustering import UNCLUSTERED, Cluster, cluster_run, load_failures
 from harness.curation import build_eval_index, normalize
 from harness.datasets import build_dataset
 from harness.errors import ConfigError
-from harness.evaluate import evaluate
 from harness.plugins.data_sources._retrieval import load_pool, suite_task
+from harness.score.evaluate import evaluate
 from harness.suite.load import load_suite
 from harness.testing import mock_spec
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from harness.cli.main import main
 from harness.errors import ConfigError
-from harness.evaluate import evaluate
+from harness.score.evaluate import evaluate
 from harness.suite.load import auto_split, load_suite
 from harness.testing import mock_spec
 from harness.types import Sample

@@ -10,7 +10,7 @@ import pytest
 
 from harness.components.plugin_manager import load_plugins
 from harness.errors import ConfigError, NotFoundError, UnknownComponentError
-from harness.scoring import resolve_components
+from harness.score.scoring import resolve_components
 from harness.suite.load import load_suite
 
 GOOD_YAML = """\

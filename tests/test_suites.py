@@ -15,7 +15,7 @@ import pytest
 
 from harness.components.plugin_manager import load_plugins
 from harness.components.registry import Registry
-from harness.scoring import resolve_components
+from harness.score.scoring import resolve_components
 from harness.suite.load import (
     Suite,
     TrainRowModel,

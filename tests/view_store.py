@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.components.plugin_manager import load_plugins
-from harness.evaluate import EvalOptions, evaluate
 from harness.loop import LoopConfig, run_loop
+from harness.score.evaluate import EvalOptions, evaluate
 from harness.store import Store
 from harness.suite.load import load_suite
 from harness.testing import MockBackend, mock_backend_plugin, mock_spec

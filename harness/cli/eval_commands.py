@@ -164,8 +164,8 @@ def eval_command(
     Several --adapter make one run per adapter, in order, on a base loaded once.
     Exit code: 0 done, 1 done but a plugin failed (or --check-targets missed), 2 bad input.
     """
-    from harness.evaluate import EvalOptions, evaluate, evaluate_adapters
     from harness.progress import RichReporter
+    from harness.score.evaluate import EvalOptions, evaluate, evaluate_adapters
     from harness.suite.load import load_suite
     from harness.types import ModelSpec
 
@@ -373,7 +373,7 @@ def validate_command(state: CliState, suite: str) -> None:
 
     A mistake prints one line, `suite.yaml:LINE: field: what is wrong`, and exits 2.
     """
-    from harness.scoring import resolve_components
+    from harness.score.scoring import resolve_components
     from harness.suite.load import load_suite, read_training_rows
 
     loaded = load_suite(suite)

@@ -393,7 +393,7 @@ def find_suite(name_or_path: str | Path) -> Path:
 
 def load_suite(name_or_path: str | Path) -> Suite:
     """Load and validate a suite and its data. Component names are checked later,
-    against the registry, by `harness.scoring.resolve_components`."""
+    against the registry, by `harness.score.scoring.resolve_components`."""
     path = find_suite(name_or_path).resolve()
     text = path.read_bytes()
     config = parse_suite_config(decode_utf8(text, path), path)

@@ -189,7 +189,7 @@ def sample_page(request: Request, browse: Browse, queries: Queries) -> tuple[str
 
 
 def compare_page(request: Request, browse: Browse, queries: Queries) -> tuple[str, dict[str, Any]]:
-    from harness.comparison import compare_runs
+    from harness.score.comparison import compare_runs
 
     a_ref, b_ref = request.query_params.get("a"), request.query_params.get("b")
     if not a_ref or not b_ref:

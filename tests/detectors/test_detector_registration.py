@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from harness.components.contracts import Detector, Needs
 from harness.components.plugin_manager import BUILTIN_PLUGINS, load_plugins
 from harness.errors import ConfigError
-from harness.scoring import ResolvedDetector, check_issue, run_detector
+from harness.score.scoring import ResolvedDetector, check_issue, run_detector
 from harness.suite.load import DetectorConfig, validate_args
 from harness.testing import item
 

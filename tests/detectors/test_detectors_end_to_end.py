@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.evaluate import evaluate
+from harness.score.evaluate import evaluate
 from harness.suite.load import load_suite
 from harness.testing import mock_spec
 

@@ -6,7 +6,7 @@ import pytest
 
 from harness.components.plugin_manager import load_plugins
 from harness.plugins.detectors.self_consistency import SelfConsistency
-from harness.scoring import ResolvedDetector, run_detector
+from harness.score.scoring import ResolvedDetector, run_detector
 from harness.suite.load import DetectorConfig
 from harness.testing import item
 

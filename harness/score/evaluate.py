@@ -34,7 +34,7 @@ from harness.generate.cache import (
 )
 from harness.generate.executors import Executor
 from harness.progress import NullReporter, Reporter
-from harness.scoring import (
+from harness.score.scoring import (
     ComponentError,
     Components,
     ScoringResult,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from harness.clustering import Cluster, Failure
+from harness.cluster.clustering import Cluster, Failure
 from harness.curation import build_eval_index, normalize
 from harness.datasources import DataRequest, suite_task
 from harness.plugins.data_sources.pool import PoolArgs, PoolSource

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.clustering import cluster_run, load_clusters, load_failures
+from harness.cluster.clustering import cluster_run, load_clusters, load_failures
 from harness.components.embedding import default_embedder
 from harness.components.plugin_manager import load_plugins
 from harness.datasets import build_dataset

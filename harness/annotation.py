@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.clustering import Failure, load_clusters, load_failures
+from harness.cluster.clustering import Failure, load_clusters, load_failures
 from harness.curation import build_eval_index, curate
 from harness.datasets import (
     Manifest,

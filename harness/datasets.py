@@ -43,7 +43,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.clustering import UNCLUSTERED, Cluster, latest_clustering, load_clusters, load_failures
+from harness.cluster.clustering import UNCLUSTERED, Cluster, latest_clustering, load_clusters, load_failures
 from harness.curation import CurationResult, EvalIndex, build_eval_index, content_hash, curate
 from harness.errors import ConfigError, HarnessError, NotFoundError, PluginError
 from harness.generate.backends import load_backend
@@ -676,7 +676,7 @@ def clustering_of(store: Store, run_id: int, clustering_id: int | None) -> int:
         if latest is None:
             raise NotFoundError(
                 f"run {run_id} has no clustering of its failures yet: `harness data add {run_id}` "
-                "clusters it first (or call harness.clustering.cluster_run)"
+                "clusters it first (or call harness.cluster.clustering.cluster_run)"
             )
         return int(latest)
     owner = store.scalar("SELECT run_id FROM clusterings WHERE clustering_id = ?", [clustering_id])

@@ -472,7 +472,7 @@ class _Loop:
         return int(run_id)
 
     def _cluster(self, loop_id: int, previous: Mapping[str, Any]) -> int:
-        from harness.clustering import cluster_run
+        from harness.cluster.clustering import cluster_run
 
         # Match against the clusters that made the previous checkpoint, when there are any.
         earlier = previous.get("clustering_id")

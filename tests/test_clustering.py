@@ -12,7 +12,14 @@ from click.testing import CliRunner
 from sklearn.metrics import adjusted_rand_score
 
 from harness.cli import main
-from harness.clustering import Cluster, Failure, cluster_failures, cluster_run, load_clusters, match_clusters
+from harness.cluster.clustering import (
+    Cluster,
+    Failure,
+    cluster_failures,
+    cluster_run,
+    load_clusters,
+    match_clusters,
+)
 from harness.components.plugin_manager import load_plugins
 from harness.errors import HarnessError
 from harness.score.evaluate import evaluate

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from harness import DataRequest
 from harness.annotation import export_annotations, import_annotations
 from harness.cli import main
-from harness.clustering import UNCLUSTERED, Cluster, Failure, cluster_run, load_clusters
+from harness.cluster.clustering import UNCLUSTERED, Cluster, Failure, cluster_run, load_clusters
 from harness.components.contracts import DataSource
 from harness.components.hookspecs import hookimpl
 from harness.curation import build_eval_index, curate, input_key
@@ -93,7 +93,7 @@ def run(harness_store: Store, plugins: Any, mock_backend: Any) -> tuple[int, int
 
 def request_for(store: Store, run_id: int, cluster_id: int | None = None, **kw: Any) -> DataRequest:
     """A DataRequest for one cluster (or for all failures as one group)."""
-    from harness.clustering import latest_clustering, load_clusters, load_failures
+    from harness.cluster.clustering import latest_clustering, load_clusters, load_failures
 
     failures = load_failures(store, run_id)
     suite = load_suite(DEFS)

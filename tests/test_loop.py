@@ -518,20 +518,20 @@ class DataPathSpy:
     clustering and data, and what each data request hands the source."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, plugins) -> None:
-        import harness.clustering
+        import harness.cluster.clustering
         import harness.datasets
 
         self.loaded: set[str] = set()
         self.requested: set[str] = set()
         self.suite_samples: set[str] = set()
-        original = harness.clustering.load_failures
+        original = harness.cluster.clustering.load_failures
 
         def load_failures(store, run_id):
             failures = original(store, run_id)
             self.loaded.update(f.sample.id for f in failures)
             return failures
 
-        monkeypatch.setattr(harness.clustering, "load_failures", load_failures)
+        monkeypatch.setattr(harness.cluster.clustering, "load_failures", load_failures)
         monkeypatch.setattr(harness.datasets, "load_failures", load_failures)
         source = plugins.registry.data_source("pool")
         gather = source.gather

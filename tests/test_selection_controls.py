@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from harness import DataRequest
-from harness.clustering import UNCLUSTERED, Cluster, cluster_run, load_failures
+from harness.cluster.clustering import UNCLUSTERED, Cluster, cluster_run, load_failures
 from harness.curation import build_eval_index, normalize
 from harness.datasets import build_dataset
 from harness.errors import ConfigError

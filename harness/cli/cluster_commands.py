@@ -44,7 +44,7 @@ def clusters_command(
     The first call clusters and stores the result; later calls show it (use
     --recluster, or other --featurizer/--clusterer settings, to cluster again).
     """
-    from harness.clustering import cluster_run, latest_clustering, load_clusters
+    from harness.cluster.clustering import cluster_run, latest_clustering, load_clusters
     from harness.store.queries import Queries
 
     with state.writer() as store:

@@ -141,7 +141,7 @@ def add_command(
     before they are added; the new dataset's hash is printed on standard output.
     """
     from harness.cli.eval_commands import parse_options
-    from harness.clustering import cluster_run, latest_clustering, load_failures
+    from harness.cluster.clustering import cluster_run, latest_clustering, load_failures
     from harness.datasets import (
         build_dataset,
         eval_suites,
@@ -224,7 +224,7 @@ def export_command(
     `harness data import FILE` adds the corrections as training rows.
     """
     from harness.annotation import export_annotations
-    from harness.clustering import cluster_run, latest_clustering
+    from harness.cluster.clustering import cluster_run, latest_clustering
     from harness.store.queries import Queries
 
     with state.writer() as store:

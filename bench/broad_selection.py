@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from harness.cluster.clustering import Cluster, Failure
-from harness.curation import build_eval_index, normalize
+from harness.data.curation import build_eval_index, normalize
 from harness.datasources import DataRequest, suite_task
 from harness.plugins.data_sources.pool import PoolArgs, PoolSource
 from harness.suite.load import load_suite

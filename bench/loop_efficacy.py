@@ -40,8 +40,8 @@ from typing import Any
 import yaml
 
 from harness.components.plugin_manager import load_plugins
-from harness.curation import normalize
-from harness.datasets import load_manifest
+from harness.data.curation import normalize
+from harness.data.datasets import load_manifest
 from harness.loop import LoopConfig, run_loop
 from harness.plugins.data_sources._retrieval import suite_task
 from harness.score.comparison import compare_runs

@@ -30,7 +30,7 @@ import numpy as np
 from harness.cluster.clustering import cluster_run, load_clusters, load_failures
 from harness.components.embedding import default_embedder
 from harness.components.plugin_manager import load_plugins
-from harness.datasets import build_dataset
+from harness.data.datasets import build_dataset
 from harness.plugins.data_sources._retrieval import (
     LexicalSettings,
     example_task_text,

@@ -79,14 +79,14 @@ _EXPORTS: dict[str, str] = {
     "RunSummary": "harness.score.evaluate",
     "load_backend": "harness.generate.backends",
     "Store": "harness.store",
-    "build_dataset": "harness.datasets",
-    "Manifest": "harness.datasets",
-    "load_manifest": "harness.datasets",
-    "load_manifest_rows": "harness.datasets",
+    "build_dataset": "harness.data.datasets",
+    "Manifest": "harness.data.datasets",
+    "load_manifest": "harness.data.datasets",
+    "load_manifest_rows": "harness.data.datasets",
     # human annotation: corrections read back as training rows
-    "Correction": "harness.annotation",
-    "read_corrections": "harness.annotation",
-    "corrections_to_examples": "harness.annotation",
+    "Correction": "harness.data.annotation",
+    "read_corrections": "harness.data.annotation",
+    "corrections_to_examples": "harness.data.annotation",
     # reports: the query layer, its result types, comparisons, and the document model
     "Queries": "harness.store.queries",
     "RunInfo": "harness.store.queries",
@@ -171,11 +171,6 @@ sys.modules[__name__].__class__ = _Harness
 
 
 if TYPE_CHECKING:
-    from harness.annotation import (
-        Correction,
-        corrections_to_examples,
-        read_corrections,
-    )
     from harness.components.contracts import (
         Backend,
         Clusterer,
@@ -205,7 +200,12 @@ if TYPE_CHECKING:
     from harness.components.registry import (
         Registry,
     )
-    from harness.datasets import (
+    from harness.data.annotation import (
+        Correction,
+        corrections_to_examples,
+        read_corrections,
+    )
+    from harness.data.datasets import (
         Manifest,
         build_dataset,
         load_manifest,

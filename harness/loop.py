@@ -493,7 +493,7 @@ class _Loop:
         return result.clustering_id
 
     def _gather(self, previous: Mapping[str, Any], clustering_id: int) -> str:
-        from harness.datasets import build_dataset
+        from harness.data.datasets import build_dataset
 
         manifest = build_dataset(
             self.store,
@@ -523,7 +523,7 @@ class _Loop:
     ) -> tuple[int, ModelSpec, str]:
         """Train iteration i's checkpoint; `repeat` k > 0 trains the k-th extra seed
         (seed + k) on the same rows, into seed-k/iteration-i."""
-        from harness.datasets import load_manifest_rows
+        from harness.data.datasets import load_manifest_rows
         from harness.training_runs import train_and_record
 
         rows = load_manifest_rows(self.store, manifest_hash)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.curation import DROP_REASONS, build_eval_index, curate, input_key, normalize
+from harness.data.curation import DROP_REASONS, build_eval_index, curate, input_key, normalize
 from harness.suite.load import load_suite
 from harness.types import Sample, TrainingExample
 

@@ -15,13 +15,13 @@ import pytest
 from click.testing import CliRunner
 
 from harness import DataRequest
-from harness.annotation import export_annotations, import_annotations
 from harness.cli import main
 from harness.cluster.clustering import UNCLUSTERED, Cluster, Failure, cluster_run, load_clusters
 from harness.components.contracts import DataSource
 from harness.components.hookspecs import hookimpl
-from harness.curation import build_eval_index, curate, input_key
-from harness.datasets import (
+from harness.data.annotation import export_annotations, import_annotations
+from harness.data.curation import build_eval_index, curate, input_key
+from harness.data.datasets import (
     build_dataset,
     load_manifest,
     load_manifest_rows,

@@ -519,7 +519,7 @@ class DataPathSpy:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, plugins) -> None:
         import harness.cluster.clustering
-        import harness.datasets
+        import harness.data.datasets
 
         self.loaded: set[str] = set()
         self.requested: set[str] = set()
@@ -532,7 +532,7 @@ class DataPathSpy:
             return failures
 
         monkeypatch.setattr(harness.cluster.clustering, "load_failures", load_failures)
-        monkeypatch.setattr(harness.datasets, "load_failures", load_failures)
+        monkeypatch.setattr(harness.data.datasets, "load_failures", load_failures)
         source = plugins.registry.data_source("pool")
         gather = source.gather
 
@@ -549,7 +549,7 @@ class DataPathSpy:
 
 
 def _zebra_rows(store, loop_id: int) -> int:
-    from harness.datasets import load_manifest_rows
+    from harness.data.datasets import load_manifest_rows
 
     digest = store.scalar("SELECT manifest_hash FROM iterations WHERE loop_id = ? AND iteration = 1", [loop_id])
     return sum("zebra" in row.input for row in load_manifest_rows(store, digest))

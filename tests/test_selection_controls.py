@@ -12,8 +12,8 @@ import pytest
 
 from harness import DataRequest
 from harness.cluster.clustering import UNCLUSTERED, Cluster, cluster_run, load_failures
-from harness.curation import build_eval_index, normalize
-from harness.datasets import build_dataset
+from harness.data.curation import build_eval_index, normalize
+from harness.data.datasets import build_dataset
 from harness.errors import ConfigError
 from harness.plugins.data_sources._retrieval import load_pool, suite_task
 from harness.score.evaluate import evaluate
@@ -197,7 +197,7 @@ def _cluster(cid: int, size: int) -> Cluster:
 
 
 def test_a_cluster_that_did_not_move_gets_less_budget() -> None:
-    from harness.datasets import split_budget
+    from harness.data.datasets import split_budget
 
     clusters = [_cluster(0, 6), _cluster(1, 4)]
     assert split_budget(10, clusters) == {0: 6, 1: 4}
@@ -210,7 +210,7 @@ def test_a_cluster_that_did_not_move_gets_less_budget() -> None:
 def test_the_next_iteration_halves_stalled_clusters_and_says_why(
     harness_store: Any, plugins: Any, failing: tuple[int, int], mixed_suite: Path
 ) -> None:
-    from harness.datasets import STALLED_WEIGHT, cluster_weights
+    from harness.data.datasets import STALLED_WEIGHT, cluster_weights
 
     run_id, first = failing
     parent = build_dataset(harness_store, run_id, first, plugins, budget=12, embedder=hash_embedder, suites_against=[])

@@ -277,7 +277,7 @@ def test_circular_definitions_and_synonym_lists_are_recognised() -> None:
 
 
 def test_the_broad_pool_mixes_tasks_with_few_rows_on_task(suites: dict[str, Suite]) -> None:
-    from harness.curation import input_key
+    from harness.data.curation import input_key
 
     rows = pool_rows(suites["numbers-broad"])
     sources = {row.source.split(":")[0] for row in rows}

@@ -142,7 +142,7 @@ def add_command(
     """
     from harness.cli.eval_commands import parse_options
     from harness.cluster.clustering import cluster_run, latest_clustering, load_failures
-    from harness.datasets import (
+    from harness.data.datasets import (
         build_dataset,
         eval_suites,
         load_manifest,
@@ -223,8 +223,8 @@ def export_command(
     Fill in the corrected_output column (delete rows you skip), then
     `harness data import FILE` adds the corrections as training rows.
     """
-    from harness.annotation import export_annotations
     from harness.cluster.clustering import cluster_run, latest_clustering
+    from harness.data.annotation import export_annotations
     from harness.store.queries import Queries
 
     with state.writer() as store:
@@ -274,7 +274,7 @@ def import_command(
     Every row is validated first (columns, an empty corrected_output, unknown sample
     ids); one bad row and nothing is imported.
     """
-    from harness.annotation import import_annotations
+    from harness.data.annotation import import_annotations
     from harness.store.queries import Queries
 
     with state.writer() as store:
@@ -299,7 +299,7 @@ def import_command(
 @pass_state
 def show_command(state: CliState, dataset: str, n_rows: int, as_json: bool) -> None:
     """Show a dataset's manifest and its first new rows (DATASET: hash, prefix or 'latest')."""
-    from harness.datasets import load_manifest, row_record
+    from harness.data.datasets import load_manifest, row_record
 
     with state.reader() as store:
         manifest = load_manifest(store, dataset)
@@ -372,7 +372,7 @@ def show_command(state: CliState, dataset: str, n_rows: int, as_json: bool) -> N
 @pass_state
 def list_command(state: CliState, as_json: bool) -> None:
     """List stored datasets, newest first."""
-    from harness.datasets import list_manifests
+    from harness.data.datasets import list_manifests
 
     with state.reader() as store:
         manifests = list_manifests(store)

@@ -219,7 +219,7 @@ def _prepare_start(
 def _load_dataset(store: Any, dataset: str) -> tuple[list[TrainingExample], str]:
     """The rows of a stored dataset, or of a JSONL file (stored first as an imported
     dataset), and the dataset's hash."""
-    from harness.datasets import (
+    from harness.data.datasets import (
         Manifest,
         cluster_counts,
         dataset_hash,

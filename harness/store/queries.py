@@ -788,7 +788,7 @@ class Queries:
 
     def budget_notes(self, manifest_hash: str) -> dict[str, str]:
         """Cluster id (as text) -> why the rows a dataset added for it were not its share
-        by size (see `harness.datasets.cluster_weights`); empty when every share was."""
+        by size (see `harness.data.datasets.cluster_weights`); empty when every share was."""
         rows = self.store.query(
             "SELECT r.cluster, r.provenance FROM dataset_rows r JOIN datasets d USING (manifest_hash) "
             "WHERE r.manifest_hash = ? AND r.position >= d.n_rows - d.n_added "

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.cluster.clustering import UNCLUSTERED, Cluster, latest_clustering, load_clusters, load_failures
-from harness.curation import CurationResult, EvalIndex, build_eval_index, content_hash, curate
+from harness.data.curation import CurationResult, EvalIndex, build_eval_index, content_hash, curate
 from harness.errors import ConfigError, HarnessError, NotFoundError, PluginError
 from harness.generate.backends import load_backend
 from harness.progress import NullReporter, Reporter
@@ -191,7 +191,7 @@ def read_dataset_file(path: Path) -> list[TrainingExample]:
 
 
 def default_dataset_path(store: Store, digest: str) -> Path:
-    """`datasets/<hash>.jsonl` beside the store file (.harness/datasets/ by default)."""
+    """`datasets/<hash>.jsonl` beside the store file (.harness/data/datasets/ by default)."""
     return store.path.parent / "datasets" / f"{digest}.jsonl"
 
 

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.cluster.clustering import Failure, load_clusters, load_failures
-from harness.curation import build_eval_index, curate
-from harness.datasets import (
+from harness.data.curation import build_eval_index, curate
+from harness.data.datasets import (
     Manifest,
     canonical_example,
     cluster_counts,

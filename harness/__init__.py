@@ -133,9 +133,9 @@ _EXPORTS: dict[str, str] = {
     "StoreLockedError": "harness.errors",
     "TrainingError": "harness.errors",
     # training: the engine the built-in trainers share
-    "TrainingArgs": "harness.training",
-    "InstructionTuner": "harness.training",
-    "quiet_peft_version_skew": "harness.training",
+    "TrainingArgs": "harness.train",
+    "InstructionTuner": "harness.train",
+    "quiet_peft_version_skew": "harness.train",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -302,7 +302,7 @@ if TYPE_CHECKING:
         instruction_prompt,
         render_prompt,
     )
-    from harness.training import (
+    from harness.train import (
         InstructionTuner,
         TrainingArgs,
         quiet_peft_version_skew,

@@ -36,7 +36,7 @@ from harness.generate.checkpoints import content_hash
 from harness.plugins.backends.hf import HFBackend, HFOptions
 from harness.plugins.trainers.lora import LoraArgs, LoraTrainer
 from harness.suite.prompts import PromptConfig
-from harness.training import _accelerator_available, check_launch, prepare
+from harness.train import _accelerator_available, check_launch, prepare
 from harness.types import GenerationConfig, ModelSpec, TrainingExample
 
 pytestmark = pytest.mark.slow

@@ -445,7 +445,7 @@ def test_the_cli_and_the_loop_train_through_one_recording_path(
     """`harness train` and the loop record trainings the same way (they used to drift)."""
     from click.testing import CliRunner
 
-    import harness.training_runs as training_runs
+    import harness.train.runs as training_runs
     from harness.cli import main
 
     callers: list[str] = []

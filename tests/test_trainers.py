@@ -30,7 +30,7 @@ from harness.plugins.trainers.full import FullArgs, FullTrainer
 from harness.plugins.trainers.ia3 import IA3Args, IA3Trainer
 from harness.plugins.trainers.lora import LoraArgs, LoraTrainer
 from harness.suite.prompts import PromptConfig, instruction_prompt
-from harness.training import (
+from harness.train import (
     IGNORE_INDEX,
     InstructionTuner,
     TrainingOutcome,

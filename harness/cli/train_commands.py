@@ -113,7 +113,7 @@ def train_command(
     """
     from harness.suite.load import load_suite
     from harness.suite.prompts import PromptConfig
-    from harness.training import check_launch, distributed_state, is_main_process, process_count
+    from harness.train import check_launch, distributed_state, is_main_process, process_count
 
     main = is_main_process()
     processes = process_count()
@@ -203,7 +203,7 @@ def _prepare_start(
     """(rows, manifest hash, base checkpoint hash), after every check that could stop the
     training before it starts (so that a mistake records no training run)."""
     from harness.generate import checkpoints
-    from harness.training import check_output_dir
+    from harness.train import check_output_dir
 
     rows, manifest_hash = _load_dataset(store, dataset)
     model_hash = checkpoints.content_hash(checkpoints.resolve_model_dir(base.path))
@@ -298,7 +298,7 @@ def _train_and_record(
     prompt: Any,
 ) -> None:
     from harness.progress import RichReporter
-    from harness.training_runs import train_and_record
+    from harness.train.runs import train_and_record
 
     reporter = RichReporter(state.err)
     training_id, outcome = train_and_record(

@@ -15,7 +15,7 @@ from typing import Any
 
 from harness.components.contracts import Progress
 from harness.errors import TrainingError
-from harness.training.encoding import IGNORE_INDEX
+from harness.train.encoding import IGNORE_INDEX
 
 _REAL_TOKENS = "harness_real_tokens"
 """Batch key with the count of non-padding tokens of a packed batch (removed before the model)."""

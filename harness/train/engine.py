@@ -57,16 +57,16 @@ from harness.components.contracts import Progress, Trainer
 from harness.errors import ConfigError, TrainingError
 from harness.generate import checkpoints
 from harness.suite.prompts import PromptConfig
-from harness.training.args import TrainingArgs
-from harness.training.encoding import encode_examples, prompt_renderer, split_validation
-from harness.training.hf import (
+from harness.train.args import TrainingArgs
+from harness.train.encoding import encode_examples, prompt_renderer, split_validation
+from harness.train.hf import (
     _hf,
     _quiet_progress_bars,
     _require_finite_weights,
     _torch_threads,
     quiet_peft_version_skew,
 )
-from harness.training.launch import DDP_TIMEOUT_S, check_launch, cpu_processes, is_main_process
+from harness.train.launch import DDP_TIMEOUT_S, check_launch, cpu_processes, is_main_process
 from harness.types import ModelSpec, TrainingExample, TrainingOutcome
 
 _MARKERS = ("adapter_config.json", "config.json")

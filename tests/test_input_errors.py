@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from harness.cli import params
 from harness.cli.main import main
 from harness.components.plugin_manager import load_plugins
-from harness.cost import load_prices
 from harness.errors import ConfigError, PluginError, StoreDamagedError, StoreLockedError, StorePermissionError
+from harness.loop.cost import load_prices
 from harness.scaffold import new_detector
 from harness.score.evaluate import EvalOptions, evaluate
 from harness.store import Store

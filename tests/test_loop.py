@@ -14,7 +14,7 @@ from harness.cli.main import main as cli_main
 from harness.components.hookspecs import hookimpl
 from harness.components.plugin_manager import load_plugins
 from harness.errors import ConfigError, UnknownComponentError
-from harness.loop import DECISION_RULE, GuardCheck, LoopConfig, decide, run_loop
+from harness.loop.run import DECISION_RULE, GuardCheck, LoopConfig, decide, run_loop
 from harness.reporting import build_report
 from harness.score.comparison import MetricComparison
 from harness.stats import PairedTest

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from harness.components.plugin_manager import load_plugins
-from harness.loop import LoopConfig, run_loop
+from harness.loop.run import LoopConfig, run_loop
 from harness.store import Store
 from harness.suite.load import load_suite
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.loop import LoopConfig, _Loop
+from harness.loop.run import LoopConfig, _Loop
 
 
 def _lines(planned: list[dict[str, Any]]) -> list[tuple[str, bool]]:

@@ -40,10 +40,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.components.plugin_manager import Plugins
-from harness.cost import Work, estimate, load_prices
 from harness.errors import ConfigError, HarnessError
 from harness.generate.backends import load_backend
 from harness.generate.executors import Executor
+from harness.loop.cost import Work, estimate, load_prices
 from harness.progress import NullReporter, Reporter
 from harness.score.comparison import MetricComparison, compare_runs, compare_seeds
 from harness.score.evaluate import EvalOptions, evaluate

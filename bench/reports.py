@@ -41,9 +41,9 @@ from harness.plugins.metrics import (
     ExactMatchArgs,
     Wer,
 )
-from harness.render import render
-from harness.render.terminal import print_document
-from harness.reporting import build_report
+from harness.report.render import render
+from harness.report.render.terminal import print_document
+from harness.report.show import build_report
 from harness.store import Store, insert
 from harness.store.core import utcnow
 from harness.testing import item

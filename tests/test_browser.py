@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.components.plugin_manager import load_plugins
-from harness.reporting import show_report
+from harness.report.show import show_report
 from harness.score.evaluate import EvalOptions, evaluate
 from harness.store import Store
 from harness.suite.load import load_suite

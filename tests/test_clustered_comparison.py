@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from harness.components.plugin_manager import load_plugins
-from harness.render import render
-from harness.reporting import build_report
+from harness.report.render import render
+from harness.report.show import build_report
 from harness.score.comparison import compare_runs
 from harness.score.evaluate import EvalOptions, evaluate
 from harness.store import Store

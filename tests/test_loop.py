@@ -15,7 +15,7 @@ from harness.components.hookspecs import hookimpl
 from harness.components.plugin_manager import load_plugins
 from harness.errors import ConfigError, UnknownComponentError
 from harness.loop.run import DECISION_RULE, GuardCheck, LoopConfig, decide, run_loop
-from harness.reporting import build_report
+from harness.report.show import build_report
 from harness.score.comparison import MetricComparison
 from harness.stats import PairedTest
 from harness.suite.load import load_suite
@@ -163,7 +163,7 @@ def test_history_report_shows_iterations_and_the_overall_change(suites, plugins,
     assert [it["decision"] for it in data["iterations"]] == ["baseline", "continue", "continue"]
     change = {m["metric"]: m for m in data["change"]["metrics"] if m["suite"] == "test"}
     assert change["chrf"]["outcome"] == "better" and change["chrf"]["after"] == pytest.approx(100.0)
-    from harness.render import render
+    from harness.report.render import render
 
     text = render(doc, "markdown")
     assert "iteration 0 → iteration 2" in text and "continue" in text
@@ -396,7 +396,7 @@ def test_the_loop_rolls_back_an_unproven_guard_and_keeps_a_change_inside_the_mar
 
 
 def test_decisions_of_an_older_store_read_as_made_under_the_old_rule(suites, plugins, tmp_path) -> None:
-    from harness.render import render
+    from harness.report.render import render
     from harness.store import Store
 
     path = tmp_path / "old.duckdb"
@@ -622,7 +622,7 @@ def test_a_store_from_before_splits_opens_and_its_history_reads(suites, plugins,
     with Store.reader(path) as store:
         assert store.scalar("SELECT count(*) FROM runs WHERE split IS NOT NULL") == 0
         doc = build_report(store, "history", plugins=plugins, loop=loop.loop_id)
-    from harness.render import render
+    from harness.report.render import render
 
     text = render(doc, "markdown")
     assert "made before held-out splits" in text and "none (mined and decided on the same samples)" in text

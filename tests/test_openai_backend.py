@@ -33,8 +33,8 @@ from harness.plugins.backends.openai import (
     parse_retry_after,
     retry_delay,
 )
-from harness.render import FORMATS, render
-from harness.reporting import build_report
+from harness.report.render import FORMATS, render
+from harness.report.show import build_report
 from harness.score.evaluate import evaluate, load_backend
 from harness.store import Store
 from harness.suite.load import load_suite

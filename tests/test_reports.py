@@ -21,8 +21,8 @@ from harness.components.hookspecs import hookimpl
 from harness.components.plugin_manager import Plugins, load_plugins
 from harness.document import Document, Paragraph
 from harness.errors import ConfigError, NotFoundError, UnknownComponentError
-from harness.render import render
-from harness.reporting import build_report, show_report
+from harness.report.render import render
+from harness.report.show import build_report, show_report
 from harness.score.evaluate import EvalOptions, evaluate
 from harness.stats import paired_bootstrap
 from harness.store import Store, insert

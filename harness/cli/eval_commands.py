@@ -219,7 +219,7 @@ def _finish_run(
         highlight=False,
     )
     if report:
-        from harness.reporting import show_report
+        from harness.report.show import show_report
 
         with state.reader() as store:
             show_report(store, "run", console=state.console, plugins=plugins, run=summary.run_id)

@@ -140,7 +140,7 @@ def loop_command(
         highlight=False,
     )
     if report:
-        from harness.reporting import show_report
+        from harness.report.show import show_report
 
         with state.reader() as store:
             show_report(store, "history", console=state.console, loop=result.loop_id)

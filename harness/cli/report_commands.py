@@ -43,7 +43,7 @@ def output_options(fn: Any) -> Any:
 
 
 def _report(state: CliState, view: str, format_: str, output: Path | None, **params: Any) -> None:
-    from harness.reporting import show_report
+    from harness.report.show import show_report
 
     plugins = state.load_plugins()
     with state.reader() as store:

@@ -1,6 +1,6 @@
 """Renderers of report documents: terminal (rich), Markdown, HTML and JSON.
 
-    from harness.render import render
+    from harness.report.render import render
     html = render(document, "html")
 
 Every renderer shows model output verbatim but inert: control characters become
@@ -26,18 +26,18 @@ def render(document: Document, format: str, *, width: int = 100) -> str:
     """The document as text in `format` (terminal: plain text, no colour, `width` columns)."""
     check_format(format)
     if format == "terminal":
-        from harness.render.terminal import render_text
+        from harness.report.render.terminal import render_text
 
         return render_text(document, width=width)
     if format == "markdown":
-        from harness.render.markdown import render_markdown
+        from harness.report.render.markdown import render_markdown
 
         return render_markdown(document)
     if format == "html":
-        from harness.render.html import render_html
+        from harness.report.render.html import render_html
 
         return render_html(document)
-    from harness.render.json import render_json
+    from harness.report.render.json import render_json
 
     return render_json(document)
 

@@ -1,6 +1,6 @@
 """Building a report view and rendering it to the terminal or a file.
 
-    from harness.reporting import show_report
+    from harness.report.show import show_report
     with Store.reader() as store:
         show_report(store, "run", run="latest")                     # to the terminal
         show_report(store, "compare", format="html", run_a=3, run_b=5)  # ./harness-reports/compare-3-5.html
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from harness.document import Document
-from harness.render import EXTENSIONS, check_format, render
+from harness.report.render import EXTENSIONS, check_format, render
 from harness.store.queries import Queries
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def show_report(
     check_format(format)
     document = build_report(store, view, plugins=plugins, **params)
     if format == "terminal" and output is None:
-        from harness.render.terminal import print_document
+        from harness.report.render.terminal import print_document
 
         print_document(document, console or Console())
         return None

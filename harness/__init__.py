@@ -80,9 +80,9 @@ _EXPORTS: dict[str, str] = {
     "load_backend": "harness.generate.backends",
     "Store": "harness.store",
     "build_dataset": "harness.data.datasets",
-    "Manifest": "harness.data.datasets",
-    "load_manifest": "harness.data.datasets",
-    "load_manifest_rows": "harness.data.datasets",
+    "Manifest": "harness.data.manifests",
+    "load_manifest": "harness.data.manifests",
+    "load_manifest_rows": "harness.data.manifests",
     # human annotation: corrections read back as training rows
     "Correction": "harness.data.annotation",
     "read_corrections": "harness.data.annotation",
@@ -205,12 +205,8 @@ if TYPE_CHECKING:
         corrections_to_examples,
         read_corrections,
     )
-    from harness.data.datasets import (
-        Manifest,
-        build_dataset,
-        load_manifest,
-        load_manifest_rows,
-    )
+    from harness.data.datasets import build_dataset
+    from harness.data.manifests import Manifest, load_manifest, load_manifest_rows
     from harness.document import (
         Badge,
         BarChart,

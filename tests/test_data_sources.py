@@ -21,13 +21,8 @@ from harness.components.contracts import DataSource
 from harness.components.hookspecs import hookimpl
 from harness.data.annotation import export_annotations, import_annotations
 from harness.data.curation import build_eval_index, curate, input_key
-from harness.data.datasets import (
-    build_dataset,
-    load_manifest,
-    load_manifest_rows,
-    read_dataset_file,
-    split_budget,
-)
+from harness.data.datasets import build_dataset, split_budget
+from harness.data.manifests import load_manifest, load_manifest_rows, read_dataset_file
 from harness.errors import ConfigError, HarnessError, NotFoundError, PluginError
 from harness.plugins.data_sources.teacher import parse_reply
 from harness.score.evaluate import evaluate

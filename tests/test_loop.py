@@ -549,7 +549,7 @@ class DataPathSpy:
 
 
 def _zebra_rows(store, loop_id: int) -> int:
-    from harness.data.datasets import load_manifest_rows
+    from harness.data.manifests import load_manifest_rows
 
     digest = store.scalar("SELECT manifest_hash FROM iterations WHERE loop_id = ? AND iteration = 1", [loop_id])
     return sum("zebra" in row.input for row in load_manifest_rows(store, digest))

@@ -142,13 +142,8 @@ def add_command(
     """
     from harness.cli.eval_commands import parse_options
     from harness.cluster.clustering import cluster_run, latest_clustering, load_failures
-    from harness.data.datasets import (
-        build_dataset,
-        eval_suites,
-        load_manifest,
-        load_run_suite,
-        prepare_source,
-    )
+    from harness.data.datasets import build_dataset, eval_suites, load_run_suite, prepare_source
+    from harness.data.manifests import load_manifest
     from harness.errors import HarnessError
     from harness.progress import RichReporter
     from harness.store.queries import Queries
@@ -299,7 +294,7 @@ def import_command(
 @pass_state
 def show_command(state: CliState, dataset: str, n_rows: int, as_json: bool) -> None:
     """Show a dataset's manifest and its first new rows (DATASET: hash, prefix or 'latest')."""
-    from harness.data.datasets import load_manifest, row_record
+    from harness.data.manifests import load_manifest, row_record
 
     with state.reader() as store:
         manifest = load_manifest(store, dataset)
@@ -372,7 +367,7 @@ def show_command(state: CliState, dataset: str, n_rows: int, as_json: bool) -> N
 @pass_state
 def list_command(state: CliState, as_json: bool) -> None:
     """List stored datasets, newest first."""
-    from harness.data.datasets import list_manifests
+    from harness.data.manifests import list_manifests
 
     with state.reader() as store:
         manifests = list_manifests(store)

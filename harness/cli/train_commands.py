@@ -219,9 +219,9 @@ def _prepare_start(
 def _load_dataset(store: Any, dataset: str) -> tuple[list[TrainingExample], str]:
     """The rows of a stored dataset, or of a JSONL file (stored first as an imported
     dataset), and the dataset's hash."""
-    from harness.data.datasets import (
+    from harness.data.datasets import cluster_counts
+    from harness.data.manifests import (
         Manifest,
-        cluster_counts,
         dataset_hash,
         load_manifest_rows,
         read_dataset_file,

@@ -26,18 +26,8 @@ from typing import Any, Literal
 
 from harness.cluster.clustering import Failure, load_clusters, load_failures
 from harness.data.curation import build_eval_index, curate
-from harness.data.datasets import (
-    Manifest,
-    canonical_example,
-    cluster_counts,
-    clustering_of,
-    dataset_hash,
-    describe_counts,
-    eval_suites,
-    load_manifest,
-    load_run_suite,
-    save_manifest,
-)
+from harness.data.datasets import cluster_counts, clustering_of, describe_counts, eval_suites, load_run_suite
+from harness.data.manifests import Manifest, canonical_example, dataset_hash, load_manifest, save_manifest
 from harness.errors import ConfigError, HarnessError, NotFoundError
 from harness.store import Store
 from harness.suite.load import Suite

@@ -523,7 +523,7 @@ class _Loop:
     ) -> tuple[int, ModelSpec, str]:
         """Train iteration i's checkpoint; `repeat` k > 0 trains the k-th extra seed
         (seed + k) on the same rows, into seed-k/iteration-i."""
-        from harness.data.datasets import load_manifest_rows
+        from harness.data.manifests import load_manifest_rows
         from harness.train.runs import train_and_record
 
         rows = load_manifest_rows(self.store, manifest_hash)

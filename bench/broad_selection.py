@@ -16,9 +16,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from harness import DataRequest
 from harness.cluster.clustering import Cluster, Failure
 from harness.data.curation import build_eval_index, normalize
-from harness.datasources import DataRequest, suite_task
+from harness.plugins.data_sources._retrieval import suite_task
 from harness.plugins.data_sources.pool import PoolArgs, PoolSource
 from harness.suite.load import load_suite
 from harness.types import Generation

@@ -20,7 +20,7 @@ import time
 
 from harness.components.plugin_manager import load_plugins
 from harness.score.scoring import ResolvedDetector, run_detector
-from harness.suite.load import DetectorConfig
+from harness.suite.config import DetectorConfig
 from harness.types import Generation, Item, Sample
 
 DETECTORS = ("repetition", "length", "grounding", "misspelling", "inconsistency")

@@ -48,7 +48,9 @@ from harness.score.comparison import compare_runs
 from harness.score.evaluate import EvalOptions, evaluate, load_backend
 from harness.store import Store
 from harness.store.queries import Queries
-from harness.suite.load import Suite, TrainRowModel, load_suite, read_jsonl
+from harness.suite.config import TrainRowModel
+from harness.suite.files import read_jsonl
+from harness.suite.load import Suite, load_suite
 from harness.types import ModelSpec
 
 SCENARIOS = ("numbers-broad", "numbers")

@@ -29,7 +29,7 @@ from detectors import make_items
 
 from harness.components.plugin_manager import load_plugins
 from harness.score.scoring import Components, ResolvedDetector, ResolvedMetric, score_items
-from harness.suite.load import DetectorConfig, MetricConfig
+from harness.suite.config import DetectorConfig, MetricConfig
 
 METRICS = ("chrf", "bleu", "wer", "cer", "exact_match")
 SKIPPED_DETECTORS = {"self_consistency"}

@@ -41,7 +41,8 @@ from harness.plugins.data_sources._retrieval import (
 )
 from harness.score.evaluate import evaluate
 from harness.store import Store
-from harness.suite.load import MetricConfig, Suite, load_suite
+from harness.suite.config import MetricConfig
+from harness.suite.load import Suite, load_suite
 from harness.types import ModelSpec
 
 

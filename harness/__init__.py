@@ -68,9 +68,9 @@ _EXPORTS: dict[str, str] = {
     "load_plugins": "harness.components.plugin_manager",
     "load_suite": "harness.suite.load",
     "Suite": "harness.suite.load",
-    "read_jsonl": "harness.suite.load",
-    "read_training_rows": "harness.suite.load",
-    "TrainRowModel": "harness.suite.load",
+    "read_jsonl": "harness.suite.files",
+    "read_training_rows": "harness.suite.files",
+    "TrainRowModel": "harness.suite.config",
     "input_key": "harness.suite.keys",
     "prompt_text": "harness.suite.keys",
     "normalize": "harness.suite.keys",
@@ -281,18 +281,14 @@ if TYPE_CHECKING:
         RunListing,
         SampleDetail,
     )
+    from harness.suite.config import TrainRowModel
+    from harness.suite.files import read_jsonl, read_training_rows
     from harness.suite.keys import (
         input_key,
         normalize,
         prompt_text,
     )
-    from harness.suite.load import (
-        Suite,
-        TrainRowModel,
-        load_suite,
-        read_jsonl,
-        read_training_rows,
-    )
+    from harness.suite.load import Suite, load_suite
     from harness.suite.prompts import (
         PromptConfig,
         instruction_prompt,

@@ -21,7 +21,9 @@ from harness.loop.cost import load_prices
 from harness.scaffold import new_detector
 from harness.score.evaluate import EvalOptions, evaluate
 from harness.store import Store
-from harness.suite.load import RowModel, load_suite, read_jsonl
+from harness.suite.config import RowModel
+from harness.suite.files import read_jsonl
+from harness.suite.load import load_suite
 from harness.testing import mock_backend_plugin, mock_spec
 
 ECHO_SUITE = Path(__file__).parent / "data" / "echo_suite"

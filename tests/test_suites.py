@@ -16,14 +16,9 @@ import pytest
 from harness.components.plugin_manager import load_plugins
 from harness.components.registry import Registry
 from harness.score.scoring import resolve_components
-from harness.suite.load import (
-    Suite,
-    TrainRowModel,
-    builtin_suites,
-    load_suite,
-    read_jsonl,
-    read_training_rows,
-)
+from harness.suite.config import TrainRowModel
+from harness.suite.files import read_jsonl, read_training_rows
+from harness.suite.load import Suite, builtin_suites, load_suite
 from harness.suites import _dictionary, _numbers, build
 
 EXPECTED = {"arithmetic": 300, "dictionary": 400, "general": 105, "numbers": 300, "numbers-broad": 300}

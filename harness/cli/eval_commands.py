@@ -374,7 +374,8 @@ def validate_command(state: CliState, suite: str) -> None:
     A mistake prints one line, `suite.yaml:LINE: field: what is wrong`, and exits 2.
     """
     from harness.score.scoring import resolve_components
-    from harness.suite.load import load_suite, read_training_rows
+    from harness.suite.files import read_training_rows
+    from harness.suite.load import load_suite
 
     loaded = load_suite(suite)
     plugins = state.load_plugins(loaded.plugin_files)

@@ -172,7 +172,7 @@ def _trainer_args(
 ) -> Any:
     """The trainer's validated arguments; with --global-batch, the accumulation steps that
     make batch_size x processes x accumulation equal to it."""
-    from harness.suite.load import validate_args as validate
+    from harness.suite.files import validate_args as validate
 
     where = f"trainer {component.name!r} args"
     args: Any = validate(component, raw, where)

@@ -401,7 +401,7 @@ def cluster_run(
 ) -> ClusteringResult:
     """Cluster a stored run's failures, label the clusters, match them against a previous
     clustering (of the same suite) when given, and store everything."""
-    from harness.suite.load import validate_args
+    from harness.suite.files import validate_args
 
     feat = registry.featurizer(featurizer, where="--featurizer")
     clus = registry.clusterer(clusterer, where="--clusterer")

@@ -44,7 +44,8 @@ from harness.errors import ConfigError, HarnessError, NotFoundError, PluginError
 from harness.generate.backends import load_backend
 from harness.progress import NullReporter, Reporter
 from harness.store import Store
-from harness.suite.load import Suite, builtin_suites, load_suite, validate_args
+from harness.suite.files import validate_args
+from harness.suite.load import Suite, builtin_suites, load_suite
 from harness.types import Sample, TrainingExample
 
 if TYPE_CHECKING:

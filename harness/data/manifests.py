@@ -150,7 +150,8 @@ def canonical_example(example: TrainingExample, where: str) -> TrainingExample:
 
 def read_dataset_file(path: Path) -> list[TrainingExample]:
     """The rows of a dataset file (as written by `save_manifest`); errors give file and line."""
-    from harness.suite.load import TrainRowModel, read_jsonl
+    from harness.suite.config import TrainRowModel
+    from harness.suite.files import read_jsonl
 
     rows = []
     for _, row in read_jsonl(Path(path), TrainRowModel):

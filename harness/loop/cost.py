@@ -48,7 +48,7 @@ class PriceTable(BaseModel):
 
 def load_prices(path: str | Path | None = None) -> PriceTable:
     """The price table from `path`, $HARNESS_PRICES, or the example shipped with the harness."""
-    from harness.suite.load import decode_utf8, parse_yaml_model
+    from harness.suite.files import decode_utf8, parse_yaml_model
 
     source = path or os.environ.get(ENV_PRICES)
     if source:

@@ -50,7 +50,9 @@ from harness.score.evaluate import EvalOptions, evaluate
 from harness.store import Store
 from harness.store.core import utcnow
 from harness.store.queries import Queries
-from harness.suite.load import Suite, load_suite, resolve_margin, validate_args
+from harness.suite.config import resolve_margin
+from harness.suite.files import validate_args
+from harness.suite.load import Suite, load_suite
 from harness.types import ModelSpec
 
 STEPS = ("started", "clustered", "data", "trained", "evaluated", "decided")
@@ -745,7 +747,7 @@ class GuardCheck:
 
     comparison: MetricComparison
     margin: float
-    """In the metric's units (see `harness.suite.load.resolve_margin`)."""
+    """In the metric's units (see `harness.suite.config.resolve_margin`)."""
 
 
 @dataclass

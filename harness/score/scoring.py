@@ -19,7 +19,9 @@ from pydantic import BaseModel
 from harness.components.contracts import Detector, Metric, Needs
 from harness.components.registry import Registry
 from harness.stats import bootstrap_ci, cluster_labels, sample_cluster_key
-from harness.suite.load import DetectorConfig, MetricConfig, Suite, validate_args
+from harness.suite.config import DetectorConfig, MetricConfig
+from harness.suite.files import validate_args
+from harness.suite.load import Suite
 from harness.types import ComponentError, Issue, Item, MetricOutcome, ScoringResult
 
 T = TypeVar("T")

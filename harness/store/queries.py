@@ -537,7 +537,7 @@ class Queries:
                 "this query needs the plugin registry: build Queries(store, registry)"
             )
         component = self.registry.metric(metric, where=f"run {run.run_id}")
-        from harness.suite.load import validate_args
+        from harness.suite.files import validate_args
 
         args = validate_args(
             component,

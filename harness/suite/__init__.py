@@ -2,8 +2,9 @@
 
 An eval suite is a YAML file and JSONL data beside it; it holds no code.
 
-- `load`: the suite's configuration, its samples and splits, and the file readers that
-  name the file, line and field of every error;
+- `config`: the pydantic models of suite.yaml and of the rows of its data;
+- `files`: the readers of YAML and JSONL files whose errors name file, line and field;
+- `load`: finding and loading a suite, its samples and its splits;
 - `prompts`: how a sample becomes a prompt (the prompt format and its rendering);
 - `keys`: how an input is recognised across suites, pools and datasets (its
   normalised text, the input key).

@@ -23,7 +23,7 @@ from typing import Any
 from harness.components.plugin_manager import load_plugins
 from harness.components.registry import Registry
 from harness.score.scoring import ResolvedDetector, run_detector
-from harness.suite.load import DetectorConfig
+from harness.suite.config import DetectorConfig
 from harness.testing import item
 from harness.types import Item
 

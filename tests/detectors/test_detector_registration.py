@@ -10,7 +10,8 @@ from harness.components.contracts import Detector, Needs
 from harness.components.plugin_manager import BUILTIN_PLUGINS, load_plugins
 from harness.errors import ConfigError
 from harness.score.scoring import ResolvedDetector, check_issue, run_detector
-from harness.suite.load import DetectorConfig, validate_args
+from harness.suite.config import DetectorConfig
+from harness.suite.files import validate_args
 from harness.testing import item
 
 EXPECTED = {

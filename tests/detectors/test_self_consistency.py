@@ -7,7 +7,7 @@ import pytest
 from harness.components.plugin_manager import load_plugins
 from harness.plugins.detectors.self_consistency import SelfConsistency
 from harness.score.scoring import ResolvedDetector, run_detector
-from harness.suite.load import DetectorConfig
+from harness.suite.config import DetectorConfig
 from harness.testing import item
 
 DETECTOR = SelfConsistency()

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from harness.cli.main import main
 from harness.components.plugin_manager import load_plugins
 from harness.errors import ConfigError
-from harness.generate.executors import PluginSetup, RayExecutor, ShardFile
+from harness.generate.ray import PluginSetup, RayExecutor, ShardFile
 from harness.score.evaluate import EvalOptions, evaluate
 from harness.store import Store
 from harness.suite.load import load_suite
@@ -291,7 +291,7 @@ def test_without_ray_installed_ray_is_a_clear_error(tmp_path: Path, monkeypatch:
 
 def test_importing_the_harness_does_not_import_ray() -> None:
     code = (
-        "import sys, harness, harness.cli.main, harness.score.evaluate, harness.generate.executors, harness.generate.cache;"
+        "import sys, harness, harness.cli.main, harness.score.evaluate, harness.generate.executors, harness.generate.ray, harness.generate.cache;"
         "assert 'ray' not in sys.modules, 'ray was imported'"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

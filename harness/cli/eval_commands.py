@@ -91,7 +91,7 @@ def ray_executor(plugins: Any, use_ray: bool, address: str | None, workers: int 
         if given:
             raise ConfigError(f"{' and '.join(given)} only apply with --ray; add --ray")
         return None
-    from harness.generate.executors import RayExecutor
+    from harness.generate.ray import RayExecutor
 
     return RayExecutor(plugins, address=address, workers=workers)
 

@@ -89,18 +89,18 @@ _EXPORTS: dict[str, str] = {
     "corrections_to_examples": "harness.data.annotation",
     # reports: the query layer, its result types, comparisons, and the document model
     "Queries": "harness.store.queries",
-    "RunInfo": "harness.store.queries",
-    "RunListing": "harness.store.queries",
-    "CorpusScore": "harness.store.queries",
-    "SampleDetail": "harness.store.queries",
-    "IssueSpan": "harness.store.queries",
-    "IssueExample": "harness.store.queries",
-    "DetectorSummary": "harness.store.queries",
-    "RunError": "harness.store.queries",
-    "Clustering": "harness.store.queries",
-    "ClusterSummary": "harness.store.queries",
-    "LoopInfo": "harness.store.queries",
-    "IterationInfo": "harness.store.queries",
+    "RunInfo": "harness.store.results",
+    "RunListing": "harness.store.results",
+    "CorpusScore": "harness.store.results",
+    "SampleDetail": "harness.store.results",
+    "IssueSpan": "harness.store.results",
+    "IssueExample": "harness.store.results",
+    "DetectorSummary": "harness.store.results",
+    "RunError": "harness.store.results",
+    "Clustering": "harness.store.results",
+    "ClusterSummary": "harness.store.results",
+    "LoopInfo": "harness.store.results",
+    "IterationInfo": "harness.store.results",
     "compare_runs": "harness.score.comparison",
     "compare_metric": "harness.score.comparison",
     "MetricComparison": "harness.score.comparison",
@@ -206,7 +206,11 @@ if TYPE_CHECKING:
         read_corrections,
     )
     from harness.data.datasets import build_dataset
-    from harness.data.manifests import Manifest, load_manifest, load_manifest_rows
+    from harness.data.manifests import (
+        Manifest,
+        load_manifest,
+        load_manifest_rows,
+    )
     from harness.document import (
         Badge,
         BarChart,
@@ -266,7 +270,8 @@ if TYPE_CHECKING:
     from harness.store import (
         Store,
     )
-    from harness.store.queries import (
+    from harness.store.queries import Queries
+    from harness.store.results import (
         Clustering,
         ClusterSummary,
         CorpusScore,
@@ -275,20 +280,25 @@ if TYPE_CHECKING:
         IssueSpan,
         IterationInfo,
         LoopInfo,
-        Queries,
         RunError,
         RunInfo,
         RunListing,
         SampleDetail,
     )
     from harness.suite.config import TrainRowModel
-    from harness.suite.files import read_jsonl, read_training_rows
+    from harness.suite.files import (
+        read_jsonl,
+        read_training_rows,
+    )
     from harness.suite.keys import (
         input_key,
         normalize,
         prompt_text,
     )
-    from harness.suite.load import Suite, load_suite
+    from harness.suite.load import (
+        Suite,
+        load_suite,
+    )
     from harness.suite.prompts import (
         PromptConfig,
         instruction_prompt,

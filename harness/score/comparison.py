@@ -16,7 +16,8 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.stats import PairedTest, ScoreFn, describe_clustering
-from harness.store.queries import CorpusScore, PairedStats, Queries, RunInfo
+from harness.store.queries import Queries
+from harness.store.results import CorpusScore, PairedStats, RunInfo
 
 ALPHA = 0.05
 

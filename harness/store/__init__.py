@@ -2,8 +2,9 @@
 
 - `core`: connections, locking and numbered migrations (`migrations/*.sql`);
 - `runs`: evaluation runs and their generations, scores and issues as they are written;
-- `queries`: the read side the reports, the comparisons and the loop share (`Queries`
-  and its result types);
+- `queries`: the read side the reports, the comparisons and the loop share (`Queries`),
+  with `results` (the values it returns), `loops` (its questions about loops),
+  `reader` (what every reader shares) and `sandbox` (read-only ad-hoc SQL);
 - `browse`: the paged, filtered listings of the web viewer.
 """
 

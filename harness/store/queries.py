@@ -15,33 +15,36 @@ latest); an unknown one is an error that says which runs exist.
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from harness.errors import ConfigError, HarnessError, NotFoundError
-from harness.store import Store
-from harness.store.core import fetch_arrow
+from harness.store.loops import LoopQueries
+from harness.store.reader import LATEST
+from harness.store.results import (
+    Clustering,
+    ClusterSummary,
+    CorpusScore,
+    DetectorSummary,
+    IssueExample,
+    IssueSpan,
+    PairedStats,
+    RunError,
+    RunInfo,
+    RunListing,
+    SampleDetail,
+    SampleStats,
+    details_from_table,
+)
+from harness.store.sandbox import read_only_sql
 
 if TYPE_CHECKING:
     from harness.stats import ScoreFn
 
-
-class MetricLookup(Protocol):
-    """Finds a metric plugin by name: the plugin `Registry` (kept abstract here so that the
-    query layer, which the contracts name, does not depend on the registry)."""
-
-    def metric(self, name: str, where: str = "") -> Any: ...
-
-_LATEST = re.compile(r"^latest(?:~(\d+))?$")
 _JSON_COLUMNS = (
     "backend_options",
     "model_info",
@@ -52,326 +55,19 @@ _JSON_COLUMNS = (
     "plugin_versions",
     "library_versions",
 )
+"""The columns of `runs` stored as JSON text."""
 
 
-# ---------------------------------------------------------------------------
-# What the queries return
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """A run's header: what ran, on what, how, and how it went (the `runs` row)."""
-
-    run_id: int
-    fingerprint: str
-    suite_name: str
-    suite_version: str
-    suite_hash: str
-    suite_path: str
-    model_path: str
-    adapter_path: str | None
-    model_hash: str
-    adapter_hash: str | None
-    checkpoint_hash: str
-    backend: str
-    backend_options: dict[str, Any]
-    model_info: dict[str, Any]
-    prompt: dict[str, Any]
-    generation: dict[str, Any]
-    seed: int
-    metrics: list[dict[str, Any]]
-    detectors: list[dict[str, Any]]
-    main_metric: str
-    plugin_versions: dict[str, str]
-    library_versions: dict[str, str]
-    git_revision: str | None
-    host: str | None
-    n_samples: int
-    label: str | None
-    status: str
-    error: str | None
-    started_at: datetime
-    finished_at: datetime | None
-    generation_s: float | None
-    scoring_s: float | None
-    cluster_by: str | None = None
-    """The suite's cluster_by when it ran (None: the rows' group)."""
-    split: str | None = None
-    """The suite's split the run evaluated; None for the whole suite (and older runs)."""
-
-    @property
-    def duration_s(self) -> float | None:
-        if self.finished_at is None:
-            return None
-        return (self.finished_at - self.started_at).total_seconds()
-
-    @property
-    def metric_names(self) -> list[str]:
-        return [m["name"] for m in self.metrics]
-
-    def metric_config(self, name: str) -> dict[str, Any]:
-        return next((m for m in self.metrics if m["name"] == name), {"name": name, "args": {}})
-
-    def detector_threshold(self, name: str) -> float | None:
-        config = next((d for d in self.detectors if d["name"] == name), None)
-        return None if config is None else config.get("threshold")
-
-    def as_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
-
-
-@dataclass(frozen=True)
-class RunListing:
-    """One line of a run list."""
-
-    run_id: int
-    suite_name: str
-    suite_version: str
-    model_path: str
-    adapter_path: str | None
-    status: str
-    n_samples: int
-    main_metric: str
-    main_value: float | None
-    label: str | None
-    started_at: datetime
-    failures: int
-    split: str | None = None
-
-
-@dataclass(frozen=True)
-class CorpusScore:
-    metric: str
-    value: float | None
-    ci_low: float | None
-    ci_high: float | None
-    confidence: float
-    higher_is_better: bool
-    target: float | None
-    passed: bool | None
-    sample_threshold: float | None
-    n: int
-
-
-@dataclass(frozen=True)
-class IssueSpan:
-    """One issue on one sample."""
-
-    detector: str
-    kind: str
-    severity: float
-    message: str
-    span_start: int | None
-    span_end: int | None
-
-
-@dataclass(frozen=True)
-class SampleDetail:
-    """Everything about one sample of a run."""
-
-    sample_id: str
-    position: int
-    instruction: str
-    input: str
-    prompt: str
-    output: str | None
-    """None when the run has no generation for it (interrupted before it was generated)."""
-    references: list[str]
-    tags: list[str]
-    finish_reason: str | None
-    completion_tokens: int | None
-    scores: dict[str, float | None]
-    issues: list[IssueSpan]
-    reasons: list[str]
-    """Why it fails ('metric:chrf', 'detector:repetition'); empty when it passes."""
-
-
-@dataclass(frozen=True)
-class DetectorSummary:
-    detector: str
-    threshold: float | None
-    issues: int
-    samples: int
-    """Samples with at least one issue."""
-    failing: int
-    """Samples failing because of this detector (an issue at or above its threshold)."""
-    max_severity: float | None
-    mean_severity: float | None
-
-
-@dataclass(frozen=True)
-class IssueExample:
-    """A sample's issues from one detector, for showing the evidence."""
-
-    detector: str
-    sample_id: str
-    position: int
-    severity: float
-    message: str
-    kind: str
-    count: int
-    spans: list[tuple[int, int, str]]
-    """(start, end, message) of every located issue of this detector on the sample."""
-    output: str | None
-
-
-@dataclass(frozen=True)
-class RunError:
-    plugin: str
-    hook: str
-    component: str | None
-    sample_id: str | None
-    message: str
-    traceback: str | None
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class SampleStats:
-    """A metric's per-sample values and sufficient statistics (rows aligned)."""
-
-    metric: str
-    sample_ids: list[str]
-    values: np.ndarray
-    stats: np.ndarray
-    """Shape (samples, k)."""
-
-
-@dataclass(frozen=True)
-class PairedStats:
-    """One metric on the samples two runs share, aligned by sample (in run A's order)."""
-
-    metric: str
-    sample_ids: list[str]
-    values_a: np.ndarray
-    values_b: np.ndarray
-    stats_a: np.ndarray
-    stats_b: np.ndarray
-    only_a: int
-    """Samples scored in run A but not in B (left out of the comparison)."""
-    only_b: int
-
-
-@dataclass(frozen=True)
-class Clustering:
-    """The latest clustering of a run's failing samples, and its clusters."""
-
-    clustering_id: int
-    featurizer: str
-    clusterer: str
-    n_failures: int
-    n_clusters: int
-    unclustered: int
-    created_at: datetime
-    clusters: list[ClusterSummary] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class ClusterSummary:
-    cluster_id: int
-    """-1 gathers the failures that no cluster took."""
-    label: str
-    size: int
-    dominant_issue: str | None
-    top_terms: list[str]
-    mean_score: float | None
-    score_metric: str | None
-    examples: list[str]
-    """Representative sample ids, nearest the centre first."""
-
-
-@dataclass(frozen=True)
-class LoopInfo:
-    """A loop's settings and outcome."""
-
-    loop_id: int
-    suite_name: str
-    guard_suite: str | None
-    base_model: str
-    config: dict[str, Any]
-    output_dir: str
-    status: str
-    final_iteration: int | None
-    stop_reason: str | None
-    started_at: datetime
-    finished_at: datetime | None
-    mining_split: str | None = None
-    """The split whose failures were mined; None for a loop made before splits existed,
-    which mined and decided on the same samples."""
-    heldout_split: str | None = None
-    """The split decisions and reported gains come from."""
-    split_auto: bool | None = None
-    """True when the harness made the split (the suite declares none)."""
-    split_sizes: dict[str, int] | None = None
-
-
-@dataclass(frozen=True)
-class IterationInfo:
-    """One iteration of a loop, with the figures the history report shows."""
-
-    iteration: int
-    step: str
-    checkpoint: dict[str, Any]
-    eval_run_id: int | None
-    guard_run_id: int | None
-    clustering_id: int | None
-    manifest_hash: str | None
-    training_id: int | None
-    compared_to: int | None
-    comparison: dict[str, Any]
-    decision: str | None
-    reason: str | None
-    accepted: bool | None
-    tokens_trained: int | None
-    tokens_evaluated: int | None
-    cost: dict[str, Any]
-    started_at: datetime
-    finished_at: datetime | None
-    main_value: float | None = None
-    main_ci: tuple[float | None, float | None] = (None, None)
-    guard_value: float | None = None
-    failing: int | None = None
-    clusters: int | None = None
-    rows_added: int | None = None
-    rows_total: int | None = None
-    training_seconds: float | None = None
-    training_steps: int | None = None
-    decision_rule: int | None = None
-    """The rule the decision was taken under (`harness.loop.run.DECISION_RULE`); None: rule 1,
-    decided before rules were numbered."""
-    mining_run_id: int | None = None
-    """The run on the mining split; eval_run_id is the held-out split's (or, in loops
-    made before splits existed, the whole suite's)."""
-    mining_value: float | None = None
-    mining_failing: int | None = None
-
-
-# ---------------------------------------------------------------------------
-# Queries
-# ---------------------------------------------------------------------------
-
-
-class Queries:
+class Queries(LoopQueries):
     """Read-only questions about the store. `registry`, when given, lets views turn a
     metric's summed statistics back into a score (for paired tests)."""
-
-    def __init__(self, store: Store, registry: MetricLookup | None = None):
-        self.store = store
-        self.registry = registry
-
-    @contextmanager
-    def session(self) -> Iterator[Queries]:
-        """Keep one connection open for a series of queries (a report's build)."""
-        with self.store.connect():
-            yield self
 
     # -- runs -----------------------------------------------------------------
 
     def resolve(self, ref: str | int) -> int:
         """A run id from an id, 'latest' or 'latest~N'; unknown runs are errors."""
         text = str(ref).strip()
-        match = _LATEST.match(text)
+        match = LATEST.match(text)
         if match:
             back = int(match.group(1) or 0)
             run_id = self._scalar(
@@ -608,7 +304,7 @@ class Queries:
 
     def sample_details(self, run_id: int, sample_ids: Sequence[str]) -> list[SampleDetail]:
         """Full rows for the given samples, in the order given."""
-        rows = {d.sample_id: d for d in _details(self.samples(run_id, sample_ids=sample_ids))}
+        rows = {d.sample_id: d for d in details_from_table(self.samples(run_id, sample_ids=sample_ids))}
         return [rows[s] for s in sample_ids if s in rows]
 
     def worst_samples(
@@ -617,7 +313,7 @@ class Queries:
         """The samples that score worst on `metric` (the run's main metric by default);
         ties go to the sample with the most severe issue."""
         metric = metric or self.run(run_id).main_metric
-        return _details(self.samples(run_id, worst_by=metric, limit=limit))
+        return details_from_table(self.samples(run_id, worst_by=metric, limit=limit))
 
     def failing_count(self, run_id: int) -> int:
         return int(self._scalar("SELECT count(*) FROM failures WHERE run_id = ?", [run_id]) or 0)
@@ -736,112 +432,6 @@ class Queries:
         )
         return Clustering(**rows[0], clusters=[ClusterSummary(**c) for c in clusters])
 
-    def has_table(self, name: str) -> bool:
-        return bool(
-            self._scalar(
-                "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
-            )
-        )
-
-    # -- loops ----------------------------------------------------------------------
-
-    def resolve_loop(self, ref: str | int) -> int:
-        """A loop id from an id, 'latest' or 'latest~N'; unknown loops are errors."""
-        text = str(ref).strip()
-        if not self.has_table("loops"):
-            raise NotFoundError(f"store {self.store.path} has no loops: run `harness loop` first")
-        match = _LATEST.match(text)
-        if match:
-            loop_id = self._scalar(
-                "SELECT loop_id FROM loops ORDER BY loop_id DESC LIMIT 1 OFFSET ?", [int(match.group(1) or 0)]
-            )
-            if loop_id is None:
-                raise NotFoundError(f"store {self.store.path} has no loops (that far back): run `harness loop`")
-            return int(loop_id)
-        if not text.isdigit():
-            raise ConfigError(f"{text!r} is not a loop: give a loop id, 'latest' or 'latest~N'")
-        if not self._scalar("SELECT count(*) FROM loops WHERE loop_id = ?", [int(text)]):
-            known = [r["loop_id"] for r in self.store.query("SELECT loop_id FROM loops ORDER BY 1 DESC LIMIT 5")]
-            raise NotFoundError(
-                f"no loop {text} in store {self.store.path}"
-                + (f": the newest are {', '.join(map(str, known))}" if known else ": it has no loops yet")
-            )
-        return int(text)
-
-    def loop(self, ref: str | int) -> LoopInfo:
-        loop_id = self.resolve_loop(ref)
-        row = self.store.query(
-            "SELECT loop_id, suite_name, guard_suite, base_model, config, output_dir, status, final_iteration, "
-            "stop_reason, started_at, finished_at, mining_split, heldout_split, split_auto, split_sizes "
-            "FROM loops WHERE loop_id = ?",
-            [loop_id],
-        )[0]
-        row["config"] = json.loads(row["config"]) if row["config"] else {}
-        row["split_sizes"] = json.loads(row["split_sizes"]) if row["split_sizes"] else None
-        return LoopInfo(**row)
-
-    def loops(self, limit: int = 20) -> list[LoopInfo]:
-        if not self.has_table("loops"):
-            return []
-        ids = [r["loop_id"] for r in self.store.query("SELECT loop_id FROM loops ORDER BY 1 DESC LIMIT ?", [limit])]
-        return [self.loop(i) for i in ids]
-
-    def budget_notes(self, manifest_hash: str) -> dict[str, str]:
-        """Cluster id (as text) -> why the rows a dataset added for it were not its share
-        by size (see `harness.data.datasets.cluster_weights`); empty when every share was."""
-        rows = self.store.query(
-            "SELECT r.cluster, r.provenance FROM dataset_rows r JOIN datasets d USING (manifest_hash) "
-            "WHERE r.manifest_hash = ? AND r.position >= d.n_rows - d.n_added "
-            "AND r.provenance LIKE '%budget_reason%' ORDER BY r.position",
-            [manifest_hash],
-        )
-        notes: dict[str, str] = {}
-        for row in rows:
-            reason = json.loads(row["provenance"]).get("budget_reason")
-            if reason and row["cluster"] is not None:
-                notes.setdefault(str(row["cluster"]), str(reason))
-        return dict(sorted(notes.items()))
-
-    def iterations(self, loop_id: int) -> list[IterationInfo]:
-        """Every iteration of a loop with its main metric, guard metric, failures,
-        clusters, data and training figures."""
-        rows = self.store.query(
-            """
-            SELECT i.*,
-                   ms.value AS main_value, ms.ci_low AS main_low, ms.ci_high AS main_high,
-                   gs.value AS guard_value,
-                   (SELECT count(*) FROM failures f WHERE f.run_id = i.eval_run_id) AS failing,
-                   mv.value AS mining_value,
-                   (SELECT count(*) FROM failures f WHERE f.run_id = i.mining_run_id) AS mining_failing,
-                   (SELECT count(*) FROM clusters c WHERE c.clustering_id = i.clustering_id AND c.cluster_id >= 0)
-                       AS clusters,
-                   d.n_added AS rows_added, d.n_rows AS rows_total,
-                   t.wall_time_s AS training_seconds, t.steps AS training_steps
-            FROM iterations i
-            LEFT JOIN runs r ON r.run_id = i.eval_run_id
-            LEFT JOIN corpus_scores ms ON ms.run_id = i.eval_run_id AND ms.metric = r.main_metric
-            LEFT JOIN corpus_scores mv ON mv.run_id = i.mining_run_id AND mv.metric = r.main_metric
-            LEFT JOIN runs gr ON gr.run_id = i.guard_run_id
-            LEFT JOIN corpus_scores gs ON gs.run_id = i.guard_run_id AND gs.metric = gr.main_metric
-            LEFT JOIN datasets d ON d.manifest_hash = i.manifest_hash
-            LEFT JOIN training_runs t ON t.training_id = i.training_id
-            WHERE i.loop_id = ?
-            ORDER BY i.iteration
-            """,
-            [loop_id],
-        )
-        out = []
-        known = IterationInfo.__dataclass_fields__
-        for row in rows:
-            for key in ("checkpoint", "comparison", "cost"):
-                raw = row.get(key)
-                row[key] = json.loads(raw) if isinstance(raw, str) else (raw or {})
-            row["main_ci"] = (row.pop("main_low"), row.pop("main_high"))
-            if row.get("mining_run_id") is None:
-                row["mining_failing"] = None
-            out.append(IterationInfo(**{k: v for k, v in row.items() if k in known}))
-        return out
-
     # -- ad-hoc SQL ---------------------------------------------------------------
 
     def sql(self, query: str) -> pa.Table:
@@ -850,34 +440,7 @@ class Queries:
         The query runs in `Store.sandbox()`: DuckDB opens the file read-only with file
         system access and configuration changes disabled, so neither `COPY ... TO`,
         `ATTACH`, `EXPORT`, `INSTALL`/`LOAD` nor `SET` can reach beyond the query."""
-        if not self.store.read_only:
-            raise HarnessError("ad-hoc SQL runs only on a store opened read-only (Store.reader)")
-        try:
-            statements = duckdb.extract_statements(query)
-        except duckdb.Error as exc:
-            raise ConfigError(f"SQL error: {_first_line(exc)}") from None
-        if not statements:
-            raise ConfigError("SQL error: the query is empty")
-        for statement in statements:
-            if statement.type not in _READ_STATEMENTS:
-                kind = statement.type.name
-                raise ConfigError(
-                    f"SQL error: {kind} statements are refused; `harness sql` is read-only "
-                    "(SELECT, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN, PRAGMA, CALL)"
-                )
-        try:
-            with self.store.sandbox() as con:
-                return fetch_arrow(con.sql(query))
-        except duckdb.Error as exc:
-            raise ConfigError(f"SQL error: {_first_line(exc)}") from None
-
-    # -- helpers ----------------------------------------------------------------
-
-    def _scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
-        # Fetches every row, so that no half-read result is left on a shared connection
-        # (DuckDB refuses the next query on it).
-        rows = self.store.query(sql, params)
-        return next(iter(rows[0].values())) if rows else None
+        return read_only_sql(self.store, query)
 
     def _metric_names(self, run_id: int) -> list[str]:
         raw = self._scalar("SELECT metrics FROM runs WHERE run_id = ?", [run_id])
@@ -933,29 +496,6 @@ def _matrix(column: pa.ChunkedArray, metric: str) -> np.ndarray:
     )
 
 
-def _details(table: pa.Table) -> list[SampleDetail]:
-    out = []
-    for row in table.to_pylist():
-        out.append(
-            SampleDetail(
-                sample_id=row["sample_id"],
-                position=row["position"],
-                instruction=row["instruction"],
-                input=row["input"],
-                prompt=row["prompt"],
-                output=row["output"],
-                references=list(row["references"] or ()),
-                tags=list(row["tags"] or ()),
-                finish_reason=row["finish_reason"],
-                completion_tokens=row["completion_tokens"],
-                scores=dict(row["scores"] or {}),
-                issues=[IssueSpan(**issue) for issue in row["issues"] or ()],
-                reasons=list(row["reasons"] or ()),
-            )
-        )
-    return out
-
-
 __all__ = [
     "ClusterSummary",
     "Clustering",
@@ -971,18 +511,3 @@ __all__ = [
     "SampleDetail",
     "SampleStats",
 ]
-
-
-_READ_STATEMENTS = frozenset(
-    {
-        duckdb.StatementType.SELECT,
-        duckdb.StatementType.EXPLAIN,
-        duckdb.StatementType.PRAGMA,
-        duckdb.StatementType.CALL,
-    }
-)
-"""Statement kinds `Queries.sql` runs; the sandbox would refuse most others anyway."""
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

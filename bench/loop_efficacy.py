@@ -42,7 +42,8 @@ import yaml
 from harness.components.plugin_manager import load_plugins
 from harness.data.curation import normalize
 from harness.data.manifests import load_manifest
-from harness.loop.run import LoopConfig, run_loop
+from harness.loop.config import LoopConfig
+from harness.loop.run import run_loop
 from harness.plugins.data_sources._retrieval import suite_task
 from harness.score.comparison import compare_runs
 from harness.score.evaluate import EvalOptions, evaluate, load_backend

@@ -14,7 +14,9 @@ from harness.cli.main import main as cli_main
 from harness.components.hookspecs import hookimpl
 from harness.components.plugin_manager import load_plugins
 from harness.errors import ConfigError, UnknownComponentError
-from harness.loop.run import DECISION_RULE, GuardCheck, LoopConfig, decide, run_loop
+from harness.loop.config import LoopConfig
+from harness.loop.decide import DECISION_RULE, GuardCheck, decide
+from harness.loop.run import run_loop
 from harness.report.show import build_report
 from harness.score.comparison import MetricComparison
 from harness.stats import PairedTest

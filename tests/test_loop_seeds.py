@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from harness.components.plugin_manager import load_plugins
-from harness.loop.run import LoopConfig, run_loop
+from harness.loop.config import LoopConfig
+from harness.loop.run import run_loop
 from harness.store import Store
 from harness.suite.load import load_suite
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.components.plugin_manager import load_plugins
-from harness.loop.run import LoopConfig, run_loop
+from harness.loop.config import LoopConfig
+from harness.loop.run import run_loop
 from harness.score.evaluate import EvalOptions, evaluate
 from harness.store import Store
 from harness.suite.load import load_suite

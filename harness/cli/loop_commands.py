@@ -100,7 +100,8 @@ def loop_command(
     Every step is stored as it finishes: run the same command again to resume an
     interrupted loop. `harness history LOOP` shows a loop's iterations.
     """
-    from harness.loop.run import LoopConfig, run_loop
+    from harness.loop.config import LoopConfig
+    from harness.loop.run import run_loop
     from harness.progress import RichReporter
 
     config = LoopConfig(

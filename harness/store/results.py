@@ -298,7 +298,7 @@ class IterationInfo:
     training_seconds: float | None = None
     training_steps: int | None = None
     decision_rule: int | None = None
-    """The rule the decision was taken under (`harness.loop.run.DECISION_RULE`); None: rule 1,
+    """The rule the decision was taken under (`harness.loop.decide.DECISION_RULE`); None: rule 1,
     decided before rules were numbered."""
     mining_run_id: int | None = None
     """The run on the mining split; eval_run_id is the held-out split's (or, in loops

@@ -165,7 +165,7 @@ def read_dataset_file(path: Path) -> list[TrainingExample]:
 
 
 def default_dataset_path(store: Store, digest: str) -> Path:
-    """`datasets/<hash>.jsonl` beside the store file (.harness/data/datasets/ by default)."""
+    """`datasets/<hash>.jsonl` beside the store file (.harness/datasets/ by default)."""
     return store.path.parent / "datasets" / f"{digest}.jsonl"
 
 

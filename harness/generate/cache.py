@@ -15,15 +15,19 @@ from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import dataclass
 
-import pyarrow as pa
-from duckdb import DuckDBPyConnection
-
 from harness.components.contracts import Backend
 from harness.generate.executors import Executor, LocalExecutor, Shard, ShardGroup
 from harness.progress import NullReporter, Reporter
-from harness.store import Store, insert
-from harness.store.core import utcnow
-from harness.types import Generation, GenerationConfig
+from harness.store import Store
+from harness.store.generations import (
+    cached_loglikelihoods,
+    existing_keys,
+    link_generations,
+    linked_draws,
+    save_generations,
+    save_loglikelihoods,
+)
+from harness.types import GenerationConfig
 
 DEFAULT_CHUNK = 64
 """Prompts generated between commits: the most an interruption can lose."""
@@ -75,21 +79,6 @@ def make_jobs(
     return jobs
 
 
-def _existing_keys(store: Store, table: str, keys: Sequence[str]) -> set[str]:
-    if not keys:
-        return set()
-    wanted = pa.table({"cache_key": list(keys)})
-    with store.connect() as con:
-        con.register("_wanted_keys", wanted)
-        try:
-            rows = con.execute(
-                f"SELECT t.cache_key FROM {table} t JOIN _wanted_keys w USING (cache_key)"
-            ).fetchall()
-        finally:
-            con.unregister("_wanted_keys")
-    return {row[0] for row in rows}
-
-
 def generate_with_cache(
     store: Store,
     run_id: int,
@@ -107,16 +96,13 @@ def generate_with_cache(
     Returns (generated now, taken from the cache)."""
     reporter = reporter or NullReporter()
     executor = executor or LocalExecutor()
-    linked = {
-        (row["sample_id"], row["draw"])
-        for row in store.query("SELECT sample_id, draw FROM run_generations WHERE run_id = ?", [run_id])
-    }
+    linked = linked_draws(store, run_id)
     pending = [job for job in jobs if (job.sample_id, job.draw) not in linked]
-    cached_keys = _existing_keys(store, "generations", [job.key for job in pending])
+    cached_keys = existing_keys(store, "generations", [job.key for job in pending])
     from_cache = [job for job in pending if job.key in cached_keys]
     if from_cache:
         with store.transaction() as con:
-            _link(con, run_id, from_cache, cached=True)
+            link_generations(con, run_id, _linked(from_cache), cached=True)
     missing = [job for job in pending if job.key not in cached_keys]
     # Similar lengths share chunks (and so batches): less padding.
     missing.sort(key=lambda job: (job.config.model_dump_json(), len(job.prompt)))
@@ -137,12 +123,8 @@ def generate_with_cache(
                             f"match the {len(chunk)} prompts sent"
                         )
                     with store.transaction() as con:
-                        rows = table.num_rows
-                        table = table.append_column(
-                            "checkpoint_hash", pa.array([backend.checkpoint_hash] * rows, pa.string())
-                        ).append_column("created_at", pa.array([utcnow()] * rows, pa.timestamp("us")))
-                        insert(con, "generations", table, ignore_conflicts=True)
-                        _link(con, run_id, chunk, cached=False)
+                        save_generations(con, table, backend.checkpoint_hash)
+                        link_generations(con, run_id, _linked(chunk), cached=False)
     return len(missing), len(from_cache)
 
 
@@ -166,48 +148,8 @@ def _shard(index: int, chunk: Sequence[GenerationJob]) -> Shard:
     return Shard(index, tuple(groups))
 
 
-def _link(con: DuckDBPyConnection, run_id: int, jobs: Sequence[GenerationJob], *, cached: bool) -> None:
-    insert(
-        con,
-        "run_generations",
-        {
-            "run_id": [run_id] * len(jobs),
-            "sample_id": [job.sample_id for job in jobs],
-            "draw": [job.draw for job in jobs],
-            "cache_key": [job.key for job in jobs],
-            "cached": [cached] * len(jobs),
-        },
-        ignore_conflicts=True,
-    )
-
-
-def load_generations(store: Store, run_id: int) -> dict[tuple[str, int], Generation]:
-    """Every generation linked to a run, by (sample id, draw)."""
-    rows = store.query(
-        """
-        SELECT rg.sample_id, rg.draw, rg.cached, s.prompt, g.text, g.prompt_tokens,
-               g.completion_tokens, g.finish_reason, g.latency_s
-        FROM run_generations rg
-        JOIN generations g USING (cache_key)
-        JOIN samples s ON s.run_id = rg.run_id AND s.sample_id = rg.sample_id
-        WHERE rg.run_id = ?
-        """,
-        [run_id],
-    )
-    return {
-        (row["sample_id"], row["draw"]): Generation(
-            sample_id=row["sample_id"],
-            text=row["text"],
-            prompt=row["prompt"],
-            prompt_tokens=row["prompt_tokens"],
-            completion_tokens=row["completion_tokens"],
-            finish_reason=row["finish_reason"],
-            latency_s=row["latency_s"],
-            draw=row["draw"],
-            cached=row["cached"],
-        )
-        for row in rows
-    }
+def _linked(jobs: Sequence[GenerationJob]) -> list[tuple[str, int, str]]:
+    return [(job.sample_id, job.draw, job.key) for job in jobs]
 
 
 def loglikelihoods_with_cache(
@@ -224,18 +166,7 @@ def loglikelihoods_with_cache(
         sample_id: loglikelihood_key(backend.output_hash, ctx, cont)
         for sample_id, (ctx, cont) in pairs.items()
     }
-    found: dict[str, tuple[float, int]] = {}
-    if keys:
-        wanted = pa.table({"cache_key": list(keys.values())})
-        with store.connect() as con:
-            con.register("_wanted_ll", wanted)
-            try:
-                for key, nll, tokens in con.execute(
-                    "SELECT l.cache_key, l.nll, l.tokens FROM loglikelihoods l JOIN _wanted_ll USING (cache_key)"
-                ).fetchall():
-                    found[key] = (nll, tokens)
-            finally:
-                con.unregister("_wanted_ll")
+    found = cached_loglikelihoods(store, list(keys.values()))
     missing = [sid for sid, key in keys.items() if key not in found]
     if missing:
         with reporter.task("scoring references", total=len(missing)) as advance:
@@ -244,19 +175,7 @@ def loglikelihoods_with_cache(
                 results = backend.loglikelihood(
                     [pairs[sid][0] for sid in chunk], [pairs[sid][1] for sid in chunk], progress=advance
                 )
-                with store.transaction() as con:
-                    insert(
-                        con,
-                        "loglikelihoods",
-                        {
-                            "cache_key": [keys[sid] for sid in chunk],
-                            "checkpoint_hash": [backend.checkpoint_hash] * len(chunk),
-                            "nll": [float(nll) for nll, _ in results],
-                            "tokens": [int(t) for _, t in results],
-                            "created_at": [utcnow()] * len(chunk),
-                        },
-                        ignore_conflicts=True,
-                    )
+                save_loglikelihoods(store, [keys[sid] for sid in chunk], backend.checkpoint_hash, results)
                 for sid, result in zip(chunk, results):
                     found[keys[sid]] = result
     return {sid: found[key] for sid, key in keys.items()}

@@ -1,7 +1,9 @@
-"""The DuckDB store, the one place that reads and writes the database.
+"""The DuckDB store: the only package that imports duckdb (an import-linter contract
+checks it), and where the SQL of the stages is gathered.
 
 - `core`: connections, locking and numbered migrations (`migrations/*.sql`);
-- `runs`: evaluation runs and their generations, scores and issues as they are written;
+- `runs`: evaluation runs and their samples, scores and issues as they are written;
+- `generations`: the generation and log-likelihood cache, and linking it to runs;
 - `queries`: the read side the reports, the comparisons and the loop share (`Queries`),
   with `results` (the values it returns), `loops` (its questions about loops),
   `reader` (what every reader shares) and `sandbox` (read-only ad-hoc SQL);

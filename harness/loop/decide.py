@@ -21,6 +21,7 @@ from typing import Any
 from harness.loop.config import LoopConfig
 from harness.score.comparison import MetricComparison, compare_runs, compare_seeds
 from harness.store import Store
+from harness.store.loops import cluster_progress, issue_counts
 from harness.store.queries import Queries
 from harness.suite.config import resolve_margin
 from harness.suite.load import Suite
@@ -300,28 +301,10 @@ class Deciding:
     def _cluster_progress(self, row: Mapping[str, Any]) -> list[dict[str, Any]]:
         """How many members of each targeted cluster (mining-split samples) still fail on
         the new checkpoint's mining run."""
-        return self.store.query(
-            """
-            SELECT c.cluster_id, c.label, c.size, c.dominant_issue,
-                   count(f.sample_id) AS still_failing, c.size - count(f.sample_id) AS fixed
-            FROM clusters c
-            JOIN cluster_members m USING (clustering_id, cluster_id)
-            LEFT JOIN failures f ON f.run_id = ? AND f.sample_id = m.sample_id
-            WHERE c.clustering_id = ?
-            GROUP BY c.cluster_id, c.label, c.size, c.dominant_issue
-            ORDER BY c.cluster_id = -1, c.cluster_id
-            """,
-            [row["mining_run_id"], row["clustering_id"]],
-        )
+        return cluster_progress(self.store, row["mining_run_id"], row["clustering_id"])
 
     def _issue_counts(self, run_a: int, run_b: int) -> dict[str, dict[str, int]]:
-        counts: dict[str, dict[str, int]] = {}
-        for run, key in ((run_a, "before"), (run_b, "after")):
-            for r in self.store.query(
-                "SELECT detector, count(*) AS n FROM issues WHERE run_id = ? GROUP BY detector", [run]
-            ):
-                counts.setdefault(r["detector"], {"before": 0, "after": 0})[key] = r["n"]
-        return counts
+        return issue_counts(self.store, run_a, run_b)
 
     def _target(self) -> float | None:
         main = self.suite.config.main

@@ -38,6 +38,19 @@ from harness.progress import NullReporter, Reporter
 from harness.score.evaluate import EvalOptions, evaluate
 from harness.store import Store
 from harness.store.core import utcnow
+from harness.store.loops import (
+    corpus_value,
+    create_loop,
+    iteration_row,
+    last_accepted_iteration,
+    loop_output_dir,
+    resumable_loop,
+    set_loop,
+    start_iteration,
+    tokens_evaluated,
+    tokens_trained,
+    update_iteration,
+)
 from harness.store.queries import Queries
 from harness.suite.files import validate_args
 from harness.suite.load import load_suite
@@ -149,68 +162,36 @@ class _Loop(Deciding):
         return LoopResult(loop_id, results, final, stop_reason, resumed)
 
     def _open_loop(self) -> tuple[int, bool]:
-        existing = self.store.scalar(
-            "SELECT loop_id FROM loops WHERE fingerprint = ? AND status IN ('running', 'failed') "
-            "ORDER BY loop_id DESC LIMIT 1",
-            [self.fingerprint],
-        )
+        existing = resumable_loop(self.store, self.fingerprint)
         if existing is not None:
             self._set_loop(existing, status="running", stop_reason=None)
-            return int(existing), True
-        with self.store.transaction() as con:
-            inserted = con.execute(
-                "INSERT INTO loops (fingerprint, suite_name, guard_suite, base_model, config, output_dir, "
-                "status, started_at, mining_split, heldout_split, split_auto, split_sizes) "
-                "VALUES (?, ?, ?, ?, ?, '', 'running', ?, ?, ?, ?, ?) RETURNING loop_id",
-                [
-                    self.fingerprint,
-                    self.suite.name,
-                    self.guard.name if self.guard else None,
-                    self.base_path,
-                    self.config.model_dump_json(),
-                    utcnow(),
-                    self.mining.split_name,
-                    self.heldout.split_name,
-                    self.suite.auto_split,
-                    json.dumps({name: len(self.suite.split(name).samples) for name in self.suite.split_names}),
-                ],
-            ).fetchone()
-            assert inserted is not None  # RETURNING gives the inserted row
-            loop_id = inserted[0]
-            out = self.output_root or (self.store.path.parent / "loops" / str(loop_id))
-            con.execute("UPDATE loops SET output_dir = ? WHERE loop_id = ?", [str(out.resolve()), loop_id])
-        return int(loop_id), False
+            return existing, True
+        values = {
+            "fingerprint": self.fingerprint,
+            "suite_name": self.suite.name,
+            "guard_suite": self.guard.name if self.guard else None,
+            "base_model": self.base_path,
+            "config": self.config.model_dump_json(),
+            "mining_split": self.mining.split_name,
+            "heldout_split": self.heldout.split_name,
+            "split_auto": self.suite.auto_split,
+            "split_sizes": json.dumps({name: len(self.suite.split(name).samples) for name in self.suite.split_names}),
+        }
+        return create_loop(self.store, values, self.output_root), False
 
     def _set_loop(self, loop_id: int, **fields: Any) -> None:
-        assignments = ", ".join(f"{k} = ?" for k in fields)
-        with self.store.transaction() as con:
-            con.execute(f"UPDATE loops SET {assignments} WHERE loop_id = ?", [*fields.values(), loop_id])
+        set_loop(self.store, loop_id, **fields)
 
     def _output_dir(self, loop_id: int) -> Path:
-        return Path(self.store.scalar("SELECT output_dir FROM loops WHERE loop_id = ?", [loop_id]))
+        return loop_output_dir(self.store, loop_id)
 
     # -- iterations ---------------------------------------------------------------
 
     def _row(self, loop_id: int, iteration: int) -> dict[str, Any] | None:
-        rows = self.store.query(
-            "SELECT * FROM iterations WHERE loop_id = ? AND iteration = ?", [loop_id, iteration]
-        )
-        if not rows:
-            return None
-        row = rows[0]
-        for key in ("checkpoint", "comparison", "cost"):
-            if isinstance(row.get(key), str):
-                row[key] = json.loads(row[key])
-        return row
+        return iteration_row(self.store, loop_id, iteration)
 
     def _update(self, loop_id: int, iteration: int, **fields: Any) -> None:
-        values = [json.dumps(v) if isinstance(v, (dict, list)) else v for v in fields.values()]
-        assignments = ", ".join(f"{k} = ?" for k in fields)
-        with self.store.transaction() as con:
-            con.execute(
-                f"UPDATE iterations SET {assignments} WHERE loop_id = ? AND iteration = ?",
-                [*values, loop_id, iteration],
-            )
+        update_iteration(self.store, loop_id, iteration, **fields)
 
     def _stored(self, loop_id: int, iteration: int) -> dict[str, Any]:
         """The iteration's row, which the step just written guarantees."""
@@ -221,12 +202,7 @@ class _Loop(Deciding):
     def _start(self, loop_id: int, iteration: int, checkpoint: ModelSpec | None) -> dict[str, Any]:
         row = self._row(loop_id, iteration)
         if row is None:
-            with self.store.transaction() as con:
-                con.execute(
-                    "INSERT INTO iterations (loop_id, iteration, step, checkpoint, started_at) "
-                    "VALUES (?, ?, 'started', ?, ?)",
-                    [loop_id, iteration, json.dumps(_spec_dict(checkpoint) if checkpoint else {}), utcnow()],
-                )
+            start_iteration(self.store, loop_id, iteration, _spec_dict(checkpoint) if checkpoint else {})
             row = self._row(loop_id, iteration)
             assert row is not None
         return row
@@ -294,10 +270,7 @@ class _Loop(Deciding):
         assert row is not None and row["step"] == "evaluated"
         decision, reason, accepted, comparison = self._decide(previous, row)
         training_ids = [row["training_id"]] + [e["training_id"] for e in row["checkpoint"].get("seeds") or []]
-        trained = self.store.scalar(
-            "SELECT sum(tokens_trained) FROM training_runs WHERE list_contains(?, training_id)", [training_ids]
-        ) or 0
-        work = Work(train_tokens=int(trained)) + self._eval_work(
+        work = Work(train_tokens=tokens_trained(self.store, training_ids)) + self._eval_work(
             row["eval_run_id"], row["mining_run_id"], row["guard_run_id"]
         )
         self._update(
@@ -323,14 +296,10 @@ class _Loop(Deciding):
         return self._last_accepted(loop_id, i)
 
     def _last_accepted(self, loop_id: int, before: int) -> dict[str, Any]:
-        rows = self.store.query(
-            "SELECT iteration FROM iterations WHERE loop_id = ? AND iteration < ? AND accepted "
-            "ORDER BY iteration DESC LIMIT 1",
-            [loop_id, before],
-        )
-        if not rows:
+        accepted = last_accepted_iteration(self.store, loop_id, before)
+        if accepted is None:
             raise HarnessError(f"loop {loop_id} has no accepted iteration before {before}")
-        row = self._row(loop_id, rows[0]["iteration"])
+        row = self._row(loop_id, accepted)
         assert row is not None
         return row
 
@@ -454,17 +423,11 @@ class _Loop(Deciding):
         return value >= target if higher else value <= target
 
     def _main_value(self, run_id: int) -> float | None:
-        return self.store.scalar(
-            "SELECT value FROM corpus_scores WHERE run_id = ? AND metric = ?", [run_id, self.suite.config.main]
-        )
+        return corpus_value(self.store, run_id, self.suite.config.main)
 
     def _eval_work(self, *run_ids: int | None) -> Work:
-        row = self.store.query(
-            "SELECT coalesce(sum(g.prompt_tokens), 0) AS input, coalesce(sum(g.completion_tokens), 0) AS output "
-            "FROM run_generations rg JOIN generations g USING (cache_key) WHERE list_contains(?, rg.run_id)",
-            [[r for r in run_ids if r is not None]],
-        )[0]
-        return Work(eval_input_tokens=int(row["input"]), eval_output_tokens=int(row["output"]))
+        prompt_tokens, completion_tokens = tokens_evaluated(self.store, [r for r in run_ids if r is not None])
+        return Work(eval_input_tokens=prompt_tokens, eval_output_tokens=completion_tokens)
 
     def _result(self, row: Mapping[str, Any]) -> IterationResult:
         return IterationResult(

@@ -1,20 +1,22 @@
-"""The store's loops: questions about loops and their iterations.
+"""The store's loops: the loop's own bookkeeping, and questions about loops.
 
 A loop is one `loops` row and an `iterations` row per iteration, linking its evaluation
-runs, clustering, dataset and training run (see docs/schema.md).
+runs, clustering, dataset and training run (see docs/schema.md). The functions are what
+`harness.loop` records and reads back as it runs (so that an interrupted loop resumes);
+`LoopQueries` is what reports and the viewer ask.
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 from harness.errors import ConfigError, NotFoundError
+from harness.store.core import Store, utcnow
 from harness.store.reader import LATEST, StoreReader
 from harness.store.results import IterationInfo, LoopInfo
-
-if TYPE_CHECKING:
-    pass
 
 
 class LoopQueries(StoreReader):
@@ -116,3 +118,148 @@ class LoopQueries(StoreReader):
                 row["mining_failing"] = None
             out.append(IterationInfo(**{k: v for k, v in row.items() if k in known}))
         return out
+
+
+# -- the loop's bookkeeping ----------------------------------------------------------
+
+
+def resumable_loop(store: Store, fingerprint: str) -> int | None:
+    """The newest running or failed loop with this fingerprint: the one to resume."""
+    existing = store.scalar(
+        "SELECT loop_id FROM loops WHERE fingerprint = ? AND status IN ('running', 'failed') "
+        "ORDER BY loop_id DESC LIMIT 1",
+        [fingerprint],
+    )
+    return None if existing is None else int(existing)
+
+
+def create_loop(store: Store, values: Mapping[str, Any], output_root: Path | None) -> int:
+    """A new running loop; its output directory is `output_root` or loops/<id>/ beside
+    the store. `values`: fingerprint, suite_name, guard_suite, base_model, config,
+    mining_split, heldout_split, split_auto, split_sizes."""
+    with store.transaction() as con:
+        inserted = con.execute(
+            "INSERT INTO loops (fingerprint, suite_name, guard_suite, base_model, config, output_dir, "
+            "status, started_at, mining_split, heldout_split, split_auto, split_sizes) "
+            "VALUES (?, ?, ?, ?, ?, '', 'running', ?, ?, ?, ?, ?) RETURNING loop_id",
+            [
+                values["fingerprint"],
+                values["suite_name"],
+                values["guard_suite"],
+                values["base_model"],
+                values["config"],
+                utcnow(),
+                values["mining_split"],
+                values["heldout_split"],
+                values["split_auto"],
+                values["split_sizes"],
+            ],
+        ).fetchone()
+        assert inserted is not None  # RETURNING gives the inserted row
+        loop_id = inserted[0]
+        out = output_root or (store.path.parent / "loops" / str(loop_id))
+        con.execute("UPDATE loops SET output_dir = ? WHERE loop_id = ?", [str(out.resolve()), loop_id])
+    return int(loop_id)
+
+
+def set_loop(store: Store, loop_id: int, **fields: Any) -> None:
+    assignments = ", ".join(f"{k} = ?" for k in fields)
+    with store.transaction() as con:
+        con.execute(f"UPDATE loops SET {assignments} WHERE loop_id = ?", [*fields.values(), loop_id])
+
+
+def loop_output_dir(store: Store, loop_id: int) -> Path:
+    return Path(store.scalar("SELECT output_dir FROM loops WHERE loop_id = ?", [loop_id]))
+
+
+def iteration_row(store: Store, loop_id: int, iteration: int) -> dict[str, Any] | None:
+    """The iteration's row, its JSON columns decoded; None before it started."""
+    rows = store.query("SELECT * FROM iterations WHERE loop_id = ? AND iteration = ?", [loop_id, iteration])
+    if not rows:
+        return None
+    row = rows[0]
+    for key in ("checkpoint", "comparison", "cost"):
+        if isinstance(row.get(key), str):
+            row[key] = json.loads(row[key])
+    return row
+
+
+def start_iteration(store: Store, loop_id: int, iteration: int, checkpoint: Mapping[str, Any]) -> None:
+    with store.transaction() as con:
+        con.execute(
+            "INSERT INTO iterations (loop_id, iteration, step, checkpoint, started_at) "
+            "VALUES (?, ?, 'started', ?, ?)",
+            [loop_id, iteration, json.dumps(checkpoint), utcnow()],
+        )
+
+
+def update_iteration(store: Store, loop_id: int, iteration: int, **fields: Any) -> None:
+    """Set fields of the iteration's row; dicts and lists are stored as JSON."""
+    values = [json.dumps(v) if isinstance(v, (dict, list)) else v for v in fields.values()]
+    assignments = ", ".join(f"{k} = ?" for k in fields)
+    with store.transaction() as con:
+        con.execute(
+            f"UPDATE iterations SET {assignments} WHERE loop_id = ? AND iteration = ?",
+            [*values, loop_id, iteration],
+        )
+
+
+def last_accepted_iteration(store: Store, loop_id: int, before: int) -> int | None:
+    rows = store.query(
+        "SELECT iteration FROM iterations WHERE loop_id = ? AND iteration < ? AND accepted "
+        "ORDER BY iteration DESC LIMIT 1",
+        [loop_id, before],
+    )
+    return int(rows[0]["iteration"]) if rows else None
+
+
+def tokens_trained(store: Store, training_ids: Sequence[int]) -> int:
+    """Tokens the given training runs trained on, together."""
+    return int(
+        store.scalar(
+            "SELECT sum(tokens_trained) FROM training_runs WHERE list_contains(?, training_id)", [training_ids]
+        )
+        or 0
+    )
+
+
+def tokens_evaluated(store: Store, run_ids: Sequence[int]) -> tuple[int, int]:
+    """(prompt tokens, completion tokens) of the generations linked to the runs."""
+    row = store.query(
+        "SELECT coalesce(sum(g.prompt_tokens), 0) AS input, coalesce(sum(g.completion_tokens), 0) AS output "
+        "FROM run_generations rg JOIN generations g USING (cache_key) WHERE list_contains(?, rg.run_id)",
+        [list(run_ids)],
+    )[0]
+    return int(row["input"]), int(row["output"])
+
+
+def corpus_value(store: Store, run_id: int, metric: str) -> float | None:
+    """A run's corpus score for one metric; None when it has none."""
+    value = store.scalar("SELECT value FROM corpus_scores WHERE run_id = ? AND metric = ?", [run_id, metric])
+    return value
+
+
+def cluster_progress(store: Store, mining_run_id: int, clustering_id: int) -> list[dict[str, Any]]:
+    """How many members of each cluster (mining-split samples) still fail in a run."""
+    return store.query(
+        """
+        SELECT c.cluster_id, c.label, c.size, c.dominant_issue,
+               count(f.sample_id) AS still_failing, c.size - count(f.sample_id) AS fixed
+        FROM clusters c
+        JOIN cluster_members m USING (clustering_id, cluster_id)
+        LEFT JOIN failures f ON f.run_id = ? AND f.sample_id = m.sample_id
+        WHERE c.clustering_id = ?
+        GROUP BY c.cluster_id, c.label, c.size, c.dominant_issue
+        ORDER BY c.cluster_id = -1, c.cluster_id
+        """,
+        [mining_run_id, clustering_id],
+    )
+
+
+def issue_counts(store: Store, run_a: int, run_b: int) -> dict[str, dict[str, int]]:
+    """Issues per detector in two runs: {detector: {"before": n_a, "after": n_b}}."""
+    counts: dict[str, dict[str, int]] = {}
+    for run, key in ((run_a, "before"), (run_b, "after")):
+        for r in store.query("SELECT detector, count(*) AS n FROM issues WHERE run_id = ? GROUP BY detector", [run]):
+            counts.setdefault(r["detector"], {"before": 0, "after": 0})[key] = r["n"]
+    return counts

@@ -45,6 +45,7 @@ import pyarrow as pa
 
 from harness.errors import ConfigError, HarnessError
 from harness.generate.executors import SHARD_SCHEMA, Executor, Shard, generate_shard
+from harness.types import spec_record
 
 if TYPE_CHECKING:
     from harness.components.contracts import Backend, Progress
@@ -384,7 +385,7 @@ class RayExecutor(Executor):
         ray = self._ray
         spec = backend.spec
         key = json.dumps(
-            {"path": spec.path, "adapter": spec.adapter, "backend": spec.backend, "options": dict(spec.options)},
+            spec_record(spec),
             sort_keys=True,
             default=str,
         )

@@ -54,7 +54,7 @@ from harness.store.loops import (
 from harness.store.queries import Queries
 from harness.suite.files import validate_args
 from harness.suite.load import load_suite
-from harness.types import ModelSpec
+from harness.types import ModelSpec, spec_from_record, spec_record
 
 
 def run_loop(
@@ -202,7 +202,7 @@ class _Loop(Deciding):
     def _start(self, loop_id: int, iteration: int, checkpoint: ModelSpec | None) -> dict[str, Any]:
         row = self._row(loop_id, iteration)
         if row is None:
-            start_iteration(self.store, loop_id, iteration, _spec_dict(checkpoint) if checkpoint else {})
+            start_iteration(self.store, loop_id, iteration, spec_record(checkpoint) if checkpoint else {})
             row = self._row(loop_id, iteration)
             assert row is not None
         return row
@@ -254,16 +254,16 @@ class _Loop(Deciding):
             for k in range(1, self.config.train_seeds):
                 seed_id, seed_spec, seed_hash = self._train(loop_id, i, previous, row["manifest_hash"], k)
                 extra.append({"seed": self.config.seed + k, "training_id": seed_id,
-                              "checkpoint": _spec_dict(seed_spec), "checkpoint_hash": seed_hash})
-            spec = _spec_dict(checkpoint) | ({"seeds": extra} if extra else {})
+                              "checkpoint": spec_record(seed_spec), "checkpoint_hash": seed_hash})
+            spec = spec_record(checkpoint) | ({"seeds": extra} if extra else {})
             self._update(loop_id, i, step="trained", training_id=training_id,
                          checkpoint=spec, checkpoint_hash=checkpoint_hash)
             row = self._stored(loop_id, i)
         if row["step"] == "trained":
-            run_id, mining_id, guard_id = self._evaluate(_spec(row["checkpoint"]), row)
+            run_id, mining_id, guard_id = self._evaluate(spec_from_record(row["checkpoint"]), row)
             seeds = row["checkpoint"].get("seeds") or []
             for extra in seeds:
-                extra["eval_run_id"], _, extra["guard_run_id"] = self._evaluate(_spec(extra["checkpoint"]), row)
+                extra["eval_run_id"], _, extra["guard_run_id"] = self._evaluate(spec_from_record(extra["checkpoint"]), row)
             self._update(loop_id, i, step="evaluated", eval_run_id=run_id, mining_run_id=mining_id,
                          guard_run_id=guard_id, **({"checkpoint": row["checkpoint"]} if seeds else {}))
             row = self._stored(loop_id, i)
@@ -394,7 +394,7 @@ class _Loop(Deciding):
         if self.config.retrain_from == "base":
             start, start_hash, train = self.base, self.base_hash, rows
         else:
-            start, start_hash = _spec(previous["checkpoint"]), previous["checkpoint_hash"]
+            start, start_hash = spec_from_record(previous["checkpoint"]), previous["checkpoint_hash"]
             parent = previous.get("manifest_hash")
             earlier = load_manifest_rows(self.store, parent) if parent else []
             new = rows[len(earlier):]
@@ -449,14 +449,6 @@ class _Loop(Deciding):
         failures = self.plugins.notify("harness_iteration_finished", loop_id=loop_id, iteration=payload)
         for failure in failures:
             self.reporter.log(f"[yellow]plugin {failure.plugin!r} failed in {failure.hook}: {failure.message}[/]")
-
-
-def _spec_dict(spec: ModelSpec) -> dict[str, Any]:
-    return {"path": spec.path, "adapter": spec.adapter, "backend": spec.backend, "options": dict(spec.options)}
-
-
-def _spec(data: Mapping[str, Any]) -> ModelSpec:
-    return ModelSpec(data["path"], data.get("adapter"), data.get("backend", "hf"), data.get("options") or {})
 
 
 def _describe(spec: ModelSpec) -> str:

@@ -4,8 +4,11 @@ checks it), and where the SQL of the stages is gathered.
 - `core`: connections, locking and numbered migrations (`migrations/*.sql`);
 - `runs`: evaluation runs and their samples, scores and issues as they are written;
 - `generations`: the generation and log-likelihood cache, and linking it to runs;
+- `training`: training runs, their outcomes and loss curves;
+- `loops` (with the loop queries below): the loop's own bookkeeping, its loops and
+  iterations, and the figures its decisions record;
 - `queries`: the read side the reports, the comparisons and the loop share (`Queries`),
-  with `results` (the values it returns), `loops` (its questions about loops),
+  with `results` (the values it returns), `loops` (its questions about loops, too),
   `reader` (what every reader shares) and `sandbox` (read-only ad-hoc SQL);
 - `browse`: the paged, filtered listings of the web viewer.
 """

@@ -27,8 +27,17 @@ from typing import TYPE_CHECKING, Any
 
 from harness.data.curation import content_hash
 from harness.errors import ConfigError, HarnessError, NotFoundError
-from harness.store import Store, insert
+from harness.store import Store
 from harness.store.core import utcnow
+from harness.store.datasets import (
+    dataset_exists,
+    dataset_listing,
+    dataset_record,
+    dataset_row_records,
+    datasets_with_prefix,
+    latest_dataset,
+    save_dataset,
+)
 from harness.types import TrainingExample
 
 if TYPE_CHECKING:
@@ -174,8 +183,7 @@ def save_manifest(store: Store, manifest: Manifest, output: Path | None = None) 
     A dataset already stored (same hash) is returned as stored; its file is rewritten
     if it went missing, and copied to `output` when that names another file."""
     path = Path(output) if output else default_dataset_path(store, manifest.hash)
-    existing = store.query("SELECT manifest_hash FROM datasets WHERE manifest_hash = ?", [manifest.hash])
-    if existing:
+    if dataset_exists(store, manifest.hash):
         stored = load_manifest(store, manifest.hash)
         if stored.path and not Path(stored.path).is_file():
             _write_file(Path(stored.path), stored.rows)
@@ -184,42 +192,36 @@ def save_manifest(store: Store, manifest: Manifest, output: Path | None = None) 
         return stored
     _write_file(path, manifest.rows)
     created = utcnow()
-    with store.transaction() as con:
-        insert(
-            con,
-            "datasets",
-            {
-                "manifest_hash": [manifest.hash],
-                "parent_hash": [manifest.parent],
-                "run_id": [manifest.run_id],
-                "clustering_id": [manifest.clustering_id],
-                "selection": [manifest.selection],
-                "sources": [json.dumps(dict(sorted(manifest.sources.items())))],
-                "cluster_counts": [json.dumps(dict(manifest.cluster_counts))],
-                "dropped": [json.dumps(dict(sorted(manifest.dropped.items())))],
-                "decontaminated_against": [json.dumps([dict(s) for s in manifest.decontaminated_against])],
-                "n_rows": [manifest.n_rows],
-                "n_added": [manifest.n_added],
-                "path": [str(path.resolve())],
-                "created_at": [created],
-            },
-        )
-        rows = manifest.rows
-        insert(
-            con,
-            "dataset_rows",
-            {
-                "manifest_hash": [manifest.hash] * len(rows),
-                "position": list(range(len(rows))),
-                "row_hash": [content_hash(r) for r in rows],
-                "instruction": [r.instruction for r in rows],
-                "input": [r.input for r in rows],
-                "output": [r.output for r in rows],
-                "source": [r.source for r in rows],
-                "cluster": [r.cluster for r in rows],
-                "provenance": [json.dumps(dict(r.provenance), sort_keys=True) for r in rows],
-            },
-        )
+    rows = manifest.rows
+    save_dataset(
+        store,
+        {
+            "manifest_hash": [manifest.hash],
+            "parent_hash": [manifest.parent],
+            "run_id": [manifest.run_id],
+            "clustering_id": [manifest.clustering_id],
+            "selection": [manifest.selection],
+            "sources": [json.dumps(dict(sorted(manifest.sources.items())))],
+            "cluster_counts": [json.dumps(dict(manifest.cluster_counts))],
+            "dropped": [json.dumps(dict(sorted(manifest.dropped.items())))],
+            "decontaminated_against": [json.dumps([dict(s) for s in manifest.decontaminated_against])],
+            "n_rows": [manifest.n_rows],
+            "n_added": [manifest.n_added],
+            "path": [str(path.resolve())],
+            "created_at": [created],
+        },
+        {
+            "manifest_hash": [manifest.hash] * len(rows),
+            "position": list(range(len(rows))),
+            "row_hash": [content_hash(r) for r in rows],
+            "instruction": [r.instruction for r in rows],
+            "input": [r.input for r in rows],
+            "output": [r.output for r in rows],
+            "source": [r.source for r in rows],
+            "cluster": [r.cluster for r in rows],
+            "provenance": [json.dumps(dict(r.provenance), sort_keys=True) for r in rows],
+        },
+    )
     return replace(manifest, path=str(path.resolve()), created_at=created)
 
 
@@ -236,23 +238,15 @@ def resolve_manifest(store: Store, ref: str) -> str:
     """A full manifest hash from a hash, a unique prefix of one (4+ characters) or 'latest'."""
     text = ref.strip().lower()
     if text == "latest":
-        found = store.scalar(
-            "SELECT manifest_hash FROM datasets ORDER BY created_at DESC, manifest_hash LIMIT 1"
-        )
+        found = latest_dataset(store)
         if found is None:
             raise NotFoundError(f"store {store.path} has no datasets yet: `harness data add RUN` builds one")
-        return str(found)
+        return found
     if len(text) < 4 or any(c not in "0123456789abcdef" for c in text):
         raise ConfigError(
             f"{ref!r} is not a dataset hash: give 4 or more hex digits, or 'latest' (`harness data list`)"
         )
-    matches = [
-        r["manifest_hash"]
-        for r in store.query(
-            "SELECT manifest_hash FROM datasets WHERE manifest_hash LIKE ? ORDER BY manifest_hash",
-            [text + "%"],
-        )
-    ]
+    matches = datasets_with_prefix(store, text)
     if not matches:
         raise NotFoundError(f"no dataset {ref!r} in store {store.path}; `harness data list` lists them")
     if len(matches) > 1:
@@ -266,7 +260,7 @@ def resolve_manifest(store: Store, ref: str) -> str:
 def load_manifest(store: Store, ref: str) -> Manifest:
     """A stored manifest with its rows, by hash, unique prefix or 'latest'."""
     digest = resolve_manifest(store, ref)
-    row = store.query("SELECT * FROM datasets WHERE manifest_hash = ?", [digest])[0]
+    row = dataset_record(store, digest)
     examples = tuple(
         TrainingExample(
             instruction=r["instruction"],
@@ -276,7 +270,7 @@ def load_manifest(store: Store, ref: str) -> Manifest:
             cluster=r["cluster"],
             provenance=json.loads(r["provenance"]) if r["provenance"] else {},
         )
-        for r in store.query("SELECT * FROM dataset_rows WHERE manifest_hash = ? ORDER BY position", [digest])
+        for r in dataset_row_records(store, digest)
     )
     return Manifest(
         hash=digest,
@@ -302,10 +296,7 @@ def load_manifest_rows(store: Store, ref: str) -> list[TrainingExample]:
 
 def list_manifests(store: Store) -> list[dict[str, Any]]:
     """Every stored manifest (without rows), newest first."""
-    rows = store.query(
-        "SELECT manifest_hash, parent_hash, run_id, clustering_id, selection, sources, n_rows, n_added, "
-        "dropped, path, created_at FROM datasets ORDER BY created_at DESC, manifest_hash"
-    )
+    rows = dataset_listing(store)
     for row in rows:
         row["sources"] = json.loads(row["sources"])
         row["dropped"] = json.loads(row["dropped"])

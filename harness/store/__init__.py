@@ -5,6 +5,7 @@ checks it), and where the SQL of the stages is gathered.
 - `runs`: evaluation runs and their samples, scores and issues as they are written;
 - `generations`: the generation and log-likelihood cache, and linking it to runs;
 - `training`: training runs, their outcomes and loss curves;
+- `datasets`: dataset manifests and their rows;
 - `loops` (with the loop queries below): the loop's own bookkeeping, its loops and
   iterations, and the figures its decisions record;
 - `queries`: the read side the reports, the comparisons and the loop share (`Queries`),

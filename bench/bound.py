@@ -144,7 +144,7 @@ def main() -> None:
 
     import torch
 
-    from harness.checkpoints import resolve_model_dir
+    from harness.generate.checkpoints import resolve_model_dir
 
     if args.threads:
         torch.set_num_threads(args.threads)

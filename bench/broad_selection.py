@@ -16,11 +16,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from harness.clustering import Cluster, Failure
-from harness.curation import build_eval_index, normalize
-from harness.datasources import DataRequest, suite_task
+from harness import DataRequest
+from harness.cluster.clustering import Cluster, Failure
+from harness.data.curation import build_eval_index, normalize
+from harness.plugins.data_sources._retrieval import suite_task
 from harness.plugins.data_sources.pool import PoolArgs, PoolSource
-from harness.suite import load_suite
+from harness.suite.load import load_suite
 from harness.types import Generation
 
 ARMS: tuple[dict[str, Any], ...] = (

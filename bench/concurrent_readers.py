@@ -30,10 +30,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from test_concurrency import READER, SNAPSHOT  # noqa: E402  (the test's reader, reused)
 
-from harness.evaluate import EvalOptions, evaluate  # noqa: E402
-from harness.plugin_manager import load_plugins  # noqa: E402
+from harness.components.plugin_manager import load_plugins  # noqa: E402
+from harness.score.evaluate import EvalOptions, evaluate  # noqa: E402
 from harness.store import Store  # noqa: E402
-from harness.suite import load_suite  # noqa: E402
+from harness.suite.load import load_suite  # noqa: E402
 from harness.testing import mock_backend_plugin, mock_spec  # noqa: E402
 
 

@@ -7,7 +7,7 @@ numbers / arithmetic suite: definitions of 10-150 words (some rambling, some loo
 the token limit), numbers written in words, arithmetic with and without working, a few
 misspellings, paraphrase groups of three, and four re-sampled draws on one item in ten.
 Every built-in detector except self_consistency (which exists to compare draws, and
-is timed by its own callers) runs through `harness.scoring.run_detector`, as a run
+is timed by its own callers) runs through `harness.score.scoring.run_detector`, as a run
 does, with issue validation included. The misspelling figure includes loading the word
 list (once per process).
 """
@@ -18,9 +18,9 @@ import argparse
 import random
 import time
 
-from harness.plugin_manager import load_plugins
-from harness.scoring import ResolvedDetector, run_detector
-from harness.suite import DetectorConfig
+from harness.components.plugin_manager import load_plugins
+from harness.score.scoring import ResolvedDetector, run_detector
+from harness.suite.config import DetectorConfig
 from harness.types import Generation, Item, Sample
 
 DETECTORS = ("repetition", "length", "grounding", "misspelling", "inconsistency")

@@ -60,8 +60,8 @@ from _machine import Timing, describe, load_average, machine, timed, write_json 
 
 
 def dictionary_prompts(n: int) -> list[str]:
-    from harness.prompts import instruction_prompt
-    from harness.suite import load_suite
+    from harness.suite.load import load_suite
+    from harness.suite.prompts import instruction_prompt
 
     suite = load_suite("dictionary")
     return [instruction_prompt(s.instruction, s.input) for s in suite.samples[:n]]
@@ -178,9 +178,9 @@ def main() -> None:
     import torch
     from bound import decode_bound, measure_limits, model_figures, summary
 
-    from harness.checkpoints import resolve_model_dir
-    from harness.evaluate import load_backend
-    from harness.plugin_manager import load_plugins
+    from harness.components.plugin_manager import load_plugins
+    from harness.generate.checkpoints import resolve_model_dir
+    from harness.score.evaluate import load_backend
     from harness.types import GenerationConfig, ModelSpec
 
     if args.threads:
@@ -245,8 +245,8 @@ def main() -> None:
     if not args.skip_adapter:
         from _adapter import quick_lora
 
-        from harness.prompts import instruction_prompt
-        from harness.suite import load_suite
+        from harness.suite.load import load_suite
+        from harness.suite.prompts import instruction_prompt
 
         samples = load_suite("dictionary").samples[args.prompts:]
         adapter_dir = Path(args.adapter) if args.adapter else Path.home() / ".cache/harness/bench-lora-dictionary"
@@ -392,8 +392,8 @@ def report(args: argparse.Namespace, configs: list[Config], prompts: list[str], 
 
 
 def backend_without_sharing(harness: Any) -> Any:
-    from harness.evaluate import load_backend
-    from harness.plugin_manager import load_plugins
+    from harness.components.plugin_manager import load_plugins
+    from harness.score.evaluate import load_backend
     from harness.types import ModelSpec
 
     plain = load_backend(ModelSpec(str(harness.model_dir), options={"share_prefill": False}),

@@ -41,16 +41,19 @@ from typing import Any
 
 import yaml
 
-from harness.comparison import compare_runs
-from harness.curation import normalize
-from harness.datasets import load_manifest
-from harness.evaluate import EvalOptions, evaluate, load_backend
-from harness.loop import LoopConfig, run_loop
-from harness.plugin_manager import load_plugins
+from harness.components.plugin_manager import load_plugins
+from harness.data.curation import normalize
+from harness.data.manifests import load_manifest
+from harness.loop.config import LoopConfig
+from harness.loop.run import run_loop
 from harness.plugins.data_sources._retrieval import suite_task
-from harness.queries import Queries
+from harness.score.comparison import compare_runs
+from harness.score.evaluate import EvalOptions, evaluate, load_backend
 from harness.store import Store
-from harness.suite import Suite, TrainRowModel, load_suite, read_jsonl
+from harness.store.queries import Queries
+from harness.suite.config import TrainRowModel
+from harness.suite.files import read_jsonl
+from harness.suite.load import Suite, load_suite
 from harness.types import ModelSpec
 
 SCENARIOS = ("numbers-broad", "numbers")
@@ -211,7 +214,7 @@ def main_score(queries: Queries, run_id: int, metric: str) -> dict[str, Any]:
 
 
 def paired(queries: Queries, control_run: int, targeted_run: int, metric: str) -> dict[str, Any] | None:
-    """targeted − control on the same samples (paired bootstrap from harness.comparison)."""
+    """targeted − control on the same samples (paired bootstrap from harness.score.comparison)."""
     found = [c for c in compare_runs(queries, control_run, targeted_run) if c.metric == metric]
     if not found or found[0].test is None:
         return None

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from harness.plugin_manager import load_plugins
+from harness.components.plugin_manager import load_plugins
 from harness.plugins.metrics import (
     Bleu,
     BleuArgs,
@@ -41,9 +41,9 @@ from harness.plugins.metrics import (
     ExactMatchArgs,
     Wer,
 )
-from harness.render import render
-from harness.render.terminal import print_document
-from harness.reporting import build_report
+from harness.report.render import render
+from harness.report.render.terminal import print_document
+from harness.report.show import build_report
 from harness.store import Store, insert
 from harness.store.core import utcnow
 from harness.testing import item

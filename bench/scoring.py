@@ -8,7 +8,7 @@ The items are what a run leaves in the store for a dictionary / numbers / arithm
 suite (bench/detectors.py builds them: definitions of 10-150 words, some looping to the
 token limit, numbers in words, arithmetic, misspellings, paraphrase groups, four
 re-sampled draws on one item in ten). Each component is resolved as a suite resolves it
-(registry, validated default arguments) and scored with `harness.scoring.score_items`,
+(registry, validated default arguments) and scored with `harness.score.scoring.score_items`,
 alone, then all together as a run does: metrics chrf, bleu, wer, cer and exact_match
 (each with a 1,000-resample bootstrap CI), and every built-in detector except
 self_consistency (which compares sampled draws and is timed with generation).
@@ -27,9 +27,9 @@ from typing import Any
 from _machine import Timing, describe, machine, write_json
 from detectors import make_items
 
-from harness.plugin_manager import load_plugins
-from harness.scoring import Components, ResolvedDetector, ResolvedMetric, score_items
-from harness.suite import DetectorConfig, MetricConfig
+from harness.components.plugin_manager import load_plugins
+from harness.score.scoring import Components, ResolvedDetector, ResolvedMetric, score_items
+from harness.suite.config import DetectorConfig, MetricConfig
 
 METRICS = ("chrf", "bleu", "wer", "cer", "exact_match")
 SKIPPED_DETECTORS = {"self_consistency"}

@@ -27,11 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.clustering import cluster_run, load_clusters, load_failures
-from harness.datasets import build_dataset
-from harness.embedding import default_embedder
-from harness.evaluate import evaluate
-from harness.plugin_manager import load_plugins
+from harness.cluster.clustering import cluster_run, load_clusters, load_failures
+from harness.components.embedding import default_embedder
+from harness.components.plugin_manager import load_plugins
+from harness.data.datasets import build_dataset
 from harness.plugins.data_sources._retrieval import (
     LexicalSettings,
     example_task_text,
@@ -40,8 +39,10 @@ from harness.plugins.data_sources._retrieval import (
     load_pool,
     resolve_pool_path,
 )
+from harness.score.evaluate import evaluate
 from harness.store import Store
-from harness.suite import MetricConfig, Suite, load_suite
+from harness.suite.config import MetricConfig
+from harness.suite.load import Suite, load_suite
 from harness.types import ModelSpec
 
 

@@ -25,13 +25,13 @@ import argparse
 import math
 from pathlib import Path
 
-from harness.comparison import compare_runs
-from harness.evaluate import EvalOptions, evaluate
-from harness.plugin_manager import load_plugins
-from harness.queries import Queries
+from harness.components.plugin_manager import load_plugins
+from harness.score.comparison import compare_runs
+from harness.score.evaluate import EvalOptions, evaluate
 from harness.stats import mcnemar_mde
 from harness.store import Store
-from harness.suite import load_suite
+from harness.store.queries import Queries
+from harness.suite.load import load_suite
 from harness.types import ModelSpec
 
 SUITES = ("dictionary", "numbers", "arithmetic")

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.comparison import MetricComparison
+from harness.score.comparison import MetricComparison
 from harness.stats import paired_bootstrap
 
 CLUSTERS = 50

@@ -35,77 +35,77 @@ _EXPORTS: dict[str, str] = {
     "Progress": "harness.types",
     "TrainingOutcome": "harness.types",
     "ComponentError": "harness.types",
-    "PromptConfig": "harness.prompts",
-    "instruction_prompt": "harness.prompts",
-    "render_prompt": "harness.prompts",
+    "PromptConfig": "harness.suite.prompts",
+    "instruction_prompt": "harness.suite.prompts",
+    "render_prompt": "harness.suite.prompts",
     # writing plugins: the contracts, the hook marker, the registry
-    "hookimpl": "harness.hookspecs",
-    "Registry": "harness.registry",
-    "Metric": "harness.components",
-    "Detector": "harness.components",
-    "Backend": "harness.components",
-    "Featurizer": "harness.components",
-    "Clusterer": "harness.components",
-    "DataSource": "harness.components",
-    "DataRequest": "harness.components",
-    "Trainer": "harness.components",
-    "ReportView": "harness.components",
-    "Needs": "harness.components",
-    "NoArgs": "harness.components",
-    "detector": "harness.components",
-    "metric": "harness.components",
-    "mean_from_statistics": "harness.components",
+    "hookimpl": "harness.components.hookspecs",
+    "Registry": "harness.components.registry",
+    "Metric": "harness.components.contracts",
+    "Detector": "harness.components.contracts",
+    "Backend": "harness.components.contracts",
+    "Featurizer": "harness.components.contracts",
+    "Clusterer": "harness.components.contracts",
+    "DataSource": "harness.components.contracts",
+    "DataRequest": "harness.components.contracts",
+    "Trainer": "harness.components.contracts",
+    "ReportView": "harness.components.contracts",
+    "Needs": "harness.components.contracts",
+    "NoArgs": "harness.components.contracts",
+    "detector": "harness.components.contracts",
+    "metric": "harness.components.contracts",
+    "mean_from_statistics": "harness.components.contracts",
     # what backends and featurizers share: local checkpoints, sentence embeddings
-    "resolve_model_dir": "harness.checkpoints",
-    "resolve_adapter_dir": "harness.checkpoints",
-    "checkpoint_content_hash": "harness.checkpoints:content_hash",
-    "checkpoint_hash": "harness.checkpoints",
-    "check_model_dir": "harness.checkpoints",
-    "check_adapter_dir": "harness.checkpoints",
-    "Embedder": "harness.embedding",
-    "default_embedder": "harness.embedding",
+    "resolve_model_dir": "harness.generate.checkpoints",
+    "resolve_adapter_dir": "harness.generate.checkpoints",
+    "checkpoint_content_hash": "harness.generate.checkpoints:content_hash",
+    "checkpoint_hash": "harness.generate.checkpoints",
+    "check_model_dir": "harness.generate.checkpoints",
+    "check_adapter_dir": "harness.generate.checkpoints",
+    "Embedder": "harness.components.embedding",
+    "default_embedder": "harness.components.embedding",
     # running
-    "load_plugins": "harness.plugin_manager",
-    "load_suite": "harness.suite",
-    "Suite": "harness.suite",
-    "read_jsonl": "harness.suite",
-    "read_training_rows": "harness.suite",
-    "TrainRowModel": "harness.suite",
-    "input_key": "harness.curation",
-    "prompt_text": "harness.curation",
-    "normalize": "harness.curation",
-    "evaluate": "harness.evaluate",
-    "EvalOptions": "harness.evaluate",
-    "RunSummary": "harness.evaluate",
-    "load_backend": "harness.backends",
+    "load_plugins": "harness.components.plugin_manager",
+    "load_suite": "harness.suite.load",
+    "Suite": "harness.suite.load",
+    "read_jsonl": "harness.suite.files",
+    "read_training_rows": "harness.suite.files",
+    "TrainRowModel": "harness.suite.config",
+    "input_key": "harness.suite.keys",
+    "prompt_text": "harness.suite.keys",
+    "normalize": "harness.suite.keys",
+    "evaluate": "harness.score.evaluate",
+    "EvalOptions": "harness.score.evaluate",
+    "RunSummary": "harness.score.evaluate",
+    "load_backend": "harness.generate.backends",
     "Store": "harness.store",
-    "build_dataset": "harness.datasets",
-    "Manifest": "harness.datasets",
-    "load_manifest": "harness.datasets",
-    "load_manifest_rows": "harness.datasets",
+    "build_dataset": "harness.data.datasets",
+    "Manifest": "harness.data.manifests",
+    "load_manifest": "harness.data.manifests",
+    "load_manifest_rows": "harness.data.manifests",
     # human annotation: corrections read back as training rows
-    "Correction": "harness.annotation",
-    "read_corrections": "harness.annotation",
-    "corrections_to_examples": "harness.annotation",
+    "Correction": "harness.data.annotation",
+    "read_corrections": "harness.data.annotation",
+    "corrections_to_examples": "harness.data.annotation",
     # reports: the query layer, its result types, comparisons, and the document model
-    "Queries": "harness.queries",
-    "RunInfo": "harness.queries",
-    "RunListing": "harness.queries",
-    "CorpusScore": "harness.queries",
-    "SampleDetail": "harness.queries",
-    "IssueSpan": "harness.queries",
-    "IssueExample": "harness.queries",
-    "DetectorSummary": "harness.queries",
-    "RunError": "harness.queries",
-    "Clustering": "harness.queries",
-    "ClusterSummary": "harness.queries",
-    "LoopInfo": "harness.queries",
-    "IterationInfo": "harness.queries",
-    "compare_runs": "harness.comparison",
-    "compare_metric": "harness.comparison",
-    "MetricComparison": "harness.comparison",
-    "Flip": "harness.comparison",
-    "ALPHA": "harness.comparison",
+    "Queries": "harness.store.queries",
+    "RunInfo": "harness.store.results",
+    "RunListing": "harness.store.results",
+    "CorpusScore": "harness.store.results",
+    "SampleDetail": "harness.store.results",
+    "IssueSpan": "harness.store.results",
+    "IssueExample": "harness.store.results",
+    "DetectorSummary": "harness.store.results",
+    "RunError": "harness.store.results",
+    "Clustering": "harness.store.results",
+    "ClusterSummary": "harness.store.results",
+    "LoopInfo": "harness.store.results",
+    "IterationInfo": "harness.store.results",
+    "compare_runs": "harness.score.comparison",
+    "compare_metric": "harness.score.comparison",
+    "MetricComparison": "harness.score.comparison",
+    "Flip": "harness.score.comparison",
+    "ALPHA": "harness.score.comparison",
     "Document": "harness.document",
     "Section": "harness.document",
     "Table": "harness.document",
@@ -122,7 +122,7 @@ _EXPORTS: dict[str, str] = {
     "Interval": "harness.document",
     "format_value": "harness.document",
     "histogram": "harness.document",
-    "planned_mde": "harness.comparison",
+    "planned_mde": "harness.score.comparison",
     "describe_clustering": "harness.stats",
     # errors
     "HarnessError": "harness.errors",
@@ -133,9 +133,9 @@ _EXPORTS: dict[str, str] = {
     "StoreLockedError": "harness.errors",
     "TrainingError": "harness.errors",
     # training: the engine the built-in trainers share
-    "TrainingArgs": "harness.training",
-    "InstructionTuner": "harness.training",
-    "quiet_peft_version_skew": "harness.training",
+    "TrainingArgs": "harness.train",
+    "InstructionTuner": "harness.train",
+    "quiet_peft_version_skew": "harness.train",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -156,10 +156,10 @@ def __dir__() -> list[str]:
 
 
 class _Harness(_ModuleType):
-    """Keeps exported names stable: importing the submodule `harness.evaluate` would
-    otherwise set the attribute `evaluate` to that module, so that `from harness import
-    evaluate` gave the module or the function depending on what was imported before.
-    The submodule stays importable (`from harness.evaluate import EvalOptions`)."""
+    """Keeps exported names stable: importing a submodule named like an exported name
+    (`harness.evaluate` was one, before the stages had folders) would otherwise set the
+    attribute to that module, so that `from harness import evaluate` gave the module or
+    the function depending on what was imported before."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         if isinstance(value, _ModuleType) and name in _EXPORTS:
@@ -171,33 +171,7 @@ sys.modules[__name__].__class__ = _Harness
 
 
 if TYPE_CHECKING:
-    from harness.annotation import (
-        Correction,
-        corrections_to_examples,
-        read_corrections,
-    )
-    from harness.backends import (
-        load_backend,
-    )
-    from harness.checkpoints import (
-        check_adapter_dir,
-        check_model_dir,
-        checkpoint_hash,
-        resolve_adapter_dir,
-        resolve_model_dir,
-    )
-    from harness.checkpoints import (
-        content_hash as checkpoint_content_hash,
-    )
-    from harness.comparison import (
-        ALPHA,
-        Flip,
-        MetricComparison,
-        compare_metric,
-        compare_runs,
-        planned_mde,
-    )
-    from harness.components import (
+    from harness.components.contracts import (
         Backend,
         Clusterer,
         DataRequest,
@@ -213,14 +187,27 @@ if TYPE_CHECKING:
         mean_from_statistics,
         metric,
     )
-    from harness.curation import (
-        input_key,
-        normalize,
-        prompt_text,
+    from harness.components.embedding import (
+        Embedder,
+        default_embedder,
     )
-    from harness.datasets import (
+    from harness.components.hookspecs import (
+        hookimpl,
+    )
+    from harness.components.plugin_manager import (
+        load_plugins,
+    )
+    from harness.components.registry import (
+        Registry,
+    )
+    from harness.data.annotation import (
+        Correction,
+        corrections_to_examples,
+        read_corrections,
+    )
+    from harness.data.datasets import build_dataset
+    from harness.data.manifests import (
         Manifest,
-        build_dataset,
         load_manifest,
         load_manifest_rows,
     )
@@ -242,10 +229,6 @@ if TYPE_CHECKING:
         format_value,
         histogram,
     )
-    from harness.embedding import (
-        Embedder,
-        default_embedder,
-    )
     from harness.errors import (
         ConfigError,
         HarnessError,
@@ -255,23 +238,40 @@ if TYPE_CHECKING:
         TrainingError,
         UnknownComponentError,
     )
-    from harness.evaluate import (
+    from harness.generate.backends import (
+        load_backend,
+    )
+    from harness.generate.checkpoints import (
+        check_adapter_dir,
+        check_model_dir,
+        checkpoint_hash,
+        resolve_adapter_dir,
+        resolve_model_dir,
+    )
+    from harness.generate.checkpoints import (
+        content_hash as checkpoint_content_hash,
+    )
+    from harness.score.comparison import (
+        ALPHA,
+        Flip,
+        MetricComparison,
+        compare_metric,
+        compare_runs,
+        planned_mde,
+    )
+    from harness.score.evaluate import (
         EvalOptions,
         RunSummary,
         evaluate,
     )
-    from harness.hookspecs import (
-        hookimpl,
+    from harness.stats import (
+        describe_clustering,
     )
-    from harness.plugin_manager import (
-        load_plugins,
+    from harness.store import (
+        Store,
     )
-    from harness.prompts import (
-        PromptConfig,
-        instruction_prompt,
-        render_prompt,
-    )
-    from harness.queries import (
+    from harness.store.queries import Queries
+    from harness.store.results import (
         Clustering,
         ClusterSummary,
         CorpusScore,
@@ -280,29 +280,31 @@ if TYPE_CHECKING:
         IssueSpan,
         IterationInfo,
         LoopInfo,
-        Queries,
         RunError,
         RunInfo,
         RunListing,
         SampleDetail,
     )
-    from harness.registry import (
-        Registry,
-    )
-    from harness.stats import (
-        describe_clustering,
-    )
-    from harness.store import (
-        Store,
-    )
-    from harness.suite import (
-        Suite,
-        TrainRowModel,
-        load_suite,
+    from harness.suite.config import TrainRowModel
+    from harness.suite.files import (
         read_jsonl,
         read_training_rows,
     )
-    from harness.training import (
+    from harness.suite.keys import (
+        input_key,
+        normalize,
+        prompt_text,
+    )
+    from harness.suite.load import (
+        Suite,
+        load_suite,
+    )
+    from harness.suite.prompts import (
+        PromptConfig,
+        instruction_prompt,
+        render_prompt,
+    )
+    from harness.train import (
         InstructionTuner,
         TrainingArgs,
         quiet_peft_version_skew,

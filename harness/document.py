@@ -1,9 +1,9 @@
 """The document model that report views build and renderers turn into output.
 
-A view reads what it needs through `harness.queries.Queries`, then lays it out as a
+A view reads what it needs through `harness.store.queries.Queries`, then lays it out as a
 `Document`: sections of blocks (key-value headers, tables, notices, sample records with
 highlighted evidence, small charts). The same document renders to the terminal (rich),
-Markdown, self-contained HTML and JSON (`harness.render`), so a view never formats for
+Markdown, self-contained HTML and JSON (`harness.report.render`), so a view never formats for
 one medium. `Document.data` holds the facts themselves (raw numbers, full texts) for the
 JSON export; the blocks hold their presentation.
 

@@ -1,7 +1,7 @@
 """Statistics over per-sample sufficient statistics: confidence intervals and paired tests.
 
 Every metric gives each sample a row of sufficient statistics and a function from their
-sum to a score (see `harness.components.Metric`), so one bootstrap serves every metric,
+sum to a score (see `harness.components.contracts.Metric`), so one bootstrap serves every metric,
 corpus-level ones (BLEU, WER, perplexity) included. The paired bootstrap follows
 sacrebleu's (Koehn 2004, as in Moses' script) so that the p-values agree with it; exact
 match uses McNemar's exact test.

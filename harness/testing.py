@@ -30,8 +30,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.components import Backend, Progress
-from harness.hookspecs import hookimpl
+from harness.components.contracts import Backend, Progress
+from harness.components.hookspecs import hookimpl
 from harness.types import Completion, FinishReason, Generation, GenerationConfig, Item, ModelSpec, Sample
 
 TINY_MODEL_VERSION = "1"
@@ -170,7 +170,7 @@ def build_tiny_model(target: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from harness.checkpoints import gguf_path
+    from harness.generate.checkpoints import gguf_path
 
     source = gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
@@ -214,7 +214,7 @@ def make_item() -> Callable[..., Item]:
 @pytest.fixture
 def harness_plugins() -> Callable[..., Any]:
     """`harness_plugins(*modules_or_objects, autoload=False)` -> a fresh `Plugins`."""
-    from harness.plugin_manager import load_plugins
+    from harness.components.plugin_manager import load_plugins
 
     def make(*plugins: ModuleType | object, autoload: bool = False, with_mock: bool = True) -> Any:
         extra = [(p, getattr(p, "__name__", type(p).__name__)) for p in plugins]

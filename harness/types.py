@@ -150,6 +150,16 @@ class ModelSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
+def spec_record(spec: ModelSpec) -> dict[str, Any]:
+    """A checkpoint spec as stored (JSON): path, adapter, backend, options."""
+    return {"path": spec.path, "adapter": spec.adapter, "backend": spec.backend, "options": dict(spec.options)}
+
+
+def spec_from_record(data: Mapping[str, Any]) -> ModelSpec:
+    """The spec that `spec_record` stored."""
+    return ModelSpec(data["path"], data.get("adapter"), data.get("backend", "hf"), data.get("options") or {})
+
+
 @dataclass(frozen=True)
 class Failure:
     """A failing sample with everything known about why it failed."""
@@ -204,7 +214,7 @@ class TrainingOutcome:
     checkpoint: ModelSpec
     """What to evaluate next: base + adapter (path=base, adapter=output dir) or a full model."""
     checkpoint_hash: str
-    """`harness.checkpoints.content_hash` of the saved output directory."""
+    """`harness.generate.checkpoints.content_hash` of the saved output directory."""
     loss_curve: tuple[tuple[int, float, float], ...]
     """(step, training loss, learning rate) for every optimizer step."""
     validation_curve: tuple[tuple[int, float], ...]
@@ -238,13 +248,7 @@ class TrainingOutcome:
     def to_record(self) -> dict[str, Any]:
         """A JSON-able dict of every field (the checkpoint spec as a dict)."""
         record = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        spec = self.checkpoint
-        record["checkpoint"] = {
-            "path": spec.path,
-            "adapter": spec.adapter,
-            "backend": spec.backend,
-            "options": dict(spec.options),
-        }
+        record["checkpoint"] = spec_record(self.checkpoint)
         record["args"] = dict(self.args)
         record["details"] = dict(self.details)
         record["loss_curve"] = [list(point) for point in self.loss_curve]

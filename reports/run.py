@@ -281,7 +281,7 @@ def metrics_table(
     resampled: str = "samples",
 ) -> Table:
     """`mdes`: each metric's minimum detectable effect for a paired comparison against
-    this run (`harness.comparison.planned_mde`)."""
+    this run (`harness.planned_mde`)."""
     mdes = mdes or {}
     rows = []
     for s in scores:

@@ -24,7 +24,7 @@ import random
 from collections.abc import Callable, Iterator
 from functools import cache
 
-from harness.curation import input_key
+from harness.suite.keys import input_key
 from harness.suites import _arithmetic, _dictionary, _general, _numbers
 from harness.suites._files import jsonl_bytes
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.evaluate import EvalOptions, evaluate
-from harness.plugin_manager import load_plugins
-from harness.reporting import show_report
+from harness.components.plugin_manager import load_plugins
+from harness.report.show import show_report
+from harness.score.evaluate import EvalOptions, evaluate
 from harness.store import Store
-from harness.suite import load_suite
+from harness.suite.load import load_suite
 from harness.testing import MockBackend, mock_backend_plugin, mock_spec
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -10,13 +10,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from harness.checkpoints import check_adapter_dir, check_model_dir
 from harness.cli.main import main
+from harness.components.plugin_manager import load_plugins
 from harness.errors import ConfigError
-from harness.evaluate import evaluate
-from harness.plugin_manager import load_plugins
+from harness.generate.checkpoints import check_adapter_dir, check_model_dir
+from harness.score.evaluate import evaluate
 from harness.store import Store
-from harness.suite import load_suite
+from harness.suite.load import load_suite
 from harness.types import ModelSpec
 
 pytestmark = pytest.mark.slow

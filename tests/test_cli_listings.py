@@ -9,10 +9,10 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from harness.cli import main
-from harness.evaluate import EvalOptions, evaluate
-from harness.plugin_manager import load_plugins
+from harness.components.plugin_manager import load_plugins
+from harness.score.evaluate import EvalOptions, evaluate
 from harness.store import Store
-from harness.suite import load_suite
+from harness.suite.load import load_suite
 from harness.testing import mock_backend_plugin, mock_spec
 
 ECHO_SUITE = Path(__file__).parent / "data" / "echo_suite"

@@ -12,11 +12,18 @@ from click.testing import CliRunner
 from sklearn.metrics import adjusted_rand_score
 
 from harness.cli import main
-from harness.clustering import Cluster, Failure, cluster_failures, cluster_run, load_clusters, match_clusters
+from harness.cluster.clustering import (
+    Cluster,
+    Failure,
+    cluster_failures,
+    cluster_run,
+    load_clusters,
+    match_clusters,
+)
+from harness.components.plugin_manager import load_plugins
 from harness.errors import HarnessError
-from harness.evaluate import evaluate
-from harness.plugin_manager import load_plugins
-from harness.suite import load_suite
+from harness.score.evaluate import evaluate
+from harness.suite.load import load_suite
 from harness.testing import mock_spec, sample
 from harness.types import Generation, Issue
 

@@ -9,9 +9,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-from harness.evaluate import EvalOptions, evaluate
+from harness.score.evaluate import EvalOptions, evaluate
 from harness.store import Store
-from harness.suite import load_suite
+from harness.suite.load import load_suite
 from harness.testing import mock_spec
 
 ECHO_SUITE = Path(__file__).parent / "data" / "echo_suite"
@@ -29,7 +29,7 @@ READER = textwrap.dedent(
     import json, sys, time
     from pathlib import Path
     from harness.errors import StoreLockedError
-    from harness.queries import Queries
+    from harness.store.queries import Queries
     from harness.store import Store
 
     path, stop, snapshot = sys.argv[1], Path(sys.argv[2]), sys.argv[3]

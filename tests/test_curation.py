@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.curation import DROP_REASONS, build_eval_index, curate, input_key, normalize
-from harness.suite import load_suite
+from harness.data.curation import DROP_REASONS, build_eval_index, curate, input_key, normalize
+from harness.suite.load import load_suite
 from harness.types import Sample, TrainingExample
 
 DEFS = Path(__file__).parent / "data" / "datasets" / "defs"

@@ -15,24 +15,19 @@ import pytest
 from click.testing import CliRunner
 
 from harness import DataRequest
-from harness.annotation import export_annotations, import_annotations
 from harness.cli import main
-from harness.clustering import UNCLUSTERED, Cluster, Failure, cluster_run, load_clusters
-from harness.components import DataSource
-from harness.curation import build_eval_index, curate, input_key
-from harness.datasets import (
-    build_dataset,
-    load_manifest,
-    load_manifest_rows,
-    read_dataset_file,
-    split_budget,
-)
+from harness.cluster.clustering import UNCLUSTERED, Cluster, Failure, cluster_run, load_clusters
+from harness.components.contracts import DataSource
+from harness.components.hookspecs import hookimpl
+from harness.data.annotation import export_annotations, import_annotations
+from harness.data.curation import build_eval_index, curate, input_key
+from harness.data.datasets import build_dataset, split_budget
+from harness.data.manifests import load_manifest, load_manifest_rows, read_dataset_file
 from harness.errors import ConfigError, HarnessError, NotFoundError, PluginError
-from harness.evaluate import evaluate
-from harness.hookspecs import hookimpl
 from harness.plugins.data_sources.teacher import parse_reply
+from harness.score.evaluate import evaluate
 from harness.store import Store
-from harness.suite import load_suite
+from harness.suite.load import load_suite
 from harness.testing import mock_spec, sample
 from harness.types import Generation, TrainingExample
 
@@ -93,7 +88,7 @@ def run(harness_store: Store, plugins: Any, mock_backend: Any) -> tuple[int, int
 
 def request_for(store: Store, run_id: int, cluster_id: int | None = None, **kw: Any) -> DataRequest:
     """A DataRequest for one cluster (or for all failures as one group)."""
-    from harness.clustering import latest_clustering, load_clusters, load_failures
+    from harness.cluster.clustering import latest_clustering, load_clusters, load_failures
 
     failures = load_failures(store, run_id)
     suite = load_suite(DEFS)

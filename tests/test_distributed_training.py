@@ -29,14 +29,14 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from harness.checkpoints import content_hash
 from harness.cli.main import main
 from harness.cli.train_commands import _trainer_args
 from harness.errors import ConfigError
+from harness.generate.checkpoints import content_hash
 from harness.plugins.backends.hf import HFBackend, HFOptions
 from harness.plugins.trainers.lora import LoraArgs, LoraTrainer
-from harness.prompts import PromptConfig
-from harness.training import _accelerator_available, check_launch, prepare
+from harness.suite.prompts import PromptConfig
+from harness.train import _accelerator_available, check_launch, prepare
 from harness.types import GenerationConfig, ModelSpec, TrainingExample
 
 pytestmark = pytest.mark.slow

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.components import Needs
+from harness.components.contracts import Needs
+from harness.components.hookspecs import hookimpl
+from harness.components.registry import Registry
 from harness.errors import NotFoundError, UnknownComponentError
-from harness.evaluate import EvalOptions, evaluate
-from harness.hookspecs import hookimpl
-from harness.registry import Registry
-from harness.suite import load_suite
+from harness.score.evaluate import EvalOptions, evaluate
+from harness.suite.load import load_suite
 from harness.testing import MockBackend, mock_spec
 from harness.types import Issue, ModelSpec
 
@@ -98,7 +98,7 @@ class RaisingMetricPlugin:
     @staticmethod
     @hookimpl
     def harness_register_metrics(registry: Registry) -> None:
-        from harness.components import metric
+        from harness.components.contracts import metric
 
         @metric("picky")
         def picky(item) -> float:
@@ -136,7 +136,7 @@ class DrawingDetectorPlugin:
     @staticmethod
     @hookimpl
     def harness_register_detectors(registry: Registry) -> None:
-        from harness.components import Detector
+        from harness.components.contracts import Detector
 
         class CountsDraws(Detector):
             name = "counts_draws"

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from harness.components.plugin_manager import load_plugins
 from harness.errors import ConfigError, NotFoundError
-from harness.evaluate import evaluate, load_backend
-from harness.plugin_manager import load_plugins
 from harness.plugins.backends import hf
 from harness.plugins.backends.hf import SharedPrefill, bytes_per_row, fit_batch_size
-from harness.suite import load_suite
+from harness.score.evaluate import evaluate, load_backend
+from harness.suite.load import load_suite
 from harness.types import GenerationConfig, ModelSpec
 
 pytestmark = pytest.mark.slow
@@ -138,7 +138,7 @@ def test_bad_paths_and_options_are_clear_errors(tiny_model_dir, plugins, tmp_pat
 
 
 def test_chat_format_uses_the_tokenizers_template(tiny_model_dir, plugins, tmp_path: Path) -> None:
-    from harness.prompts import PromptConfig
+    from harness.suite.prompts import PromptConfig
     from harness.testing import sample
 
     b = backend(tiny_model_dir, plugins)

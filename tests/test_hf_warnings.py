@@ -8,8 +8,8 @@ import warnings
 
 import pytest
 
-from harness.evaluate import load_backend
-from harness.plugin_manager import load_plugins
+from harness.components.plugin_manager import load_plugins
+from harness.score.evaluate import load_backend
 from harness.types import GenerationConfig, ModelSpec
 
 pytestmark = pytest.mark.slow

@@ -15,13 +15,15 @@ from click.testing import CliRunner
 
 from harness.cli import params
 from harness.cli.main import main
-from harness.cost import load_prices
+from harness.components.plugin_manager import load_plugins
 from harness.errors import ConfigError, PluginError, StoreDamagedError, StoreLockedError, StorePermissionError
-from harness.evaluate import EvalOptions, evaluate
-from harness.plugin_manager import load_plugins
+from harness.loop.cost import load_prices
 from harness.scaffold import new_detector
+from harness.score.evaluate import EvalOptions, evaluate
 from harness.store import Store
-from harness.suite import RowModel, load_suite, read_jsonl
+from harness.suite.config import RowModel
+from harness.suite.files import read_jsonl
+from harness.suite.load import load_suite
 from harness.testing import mock_backend_plugin, mock_spec
 
 ECHO_SUITE = Path(__file__).parent / "data" / "echo_suite"

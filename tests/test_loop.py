@@ -11,14 +11,16 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli.main import main as cli_main
-from harness.comparison import MetricComparison
+from harness.components.hookspecs import hookimpl
+from harness.components.plugin_manager import load_plugins
 from harness.errors import ConfigError, UnknownComponentError
-from harness.hookspecs import hookimpl
-from harness.loop import DECISION_RULE, GuardCheck, LoopConfig, decide, run_loop
-from harness.plugin_manager import load_plugins
-from harness.reporting import build_report
+from harness.loop.config import LoopConfig
+from harness.loop.decide import DECISION_RULE, GuardCheck, decide
+from harness.loop.run import run_loop
+from harness.report.show import build_report
+from harness.score.comparison import MetricComparison
 from harness.stats import PairedTest
-from harness.suite import load_suite
+from harness.suite.load import load_suite
 
 PLUGIN = Path(__file__).parent / "data" / "plugins" / "scripted_loop.py"
 WORDS = [f"term{i:02d}" for i in range(30)]
@@ -168,7 +170,7 @@ def test_history_report_shows_iterations_and_the_overall_change(suites, plugins,
     assert [it["decision"] for it in data["iterations"]] == ["baseline", "continue", "continue"]
     change = {m["metric"]: m for m in data["change"]["metrics"] if m["suite"] == "test"}
     assert change["chrf"]["outcome"] == "better" and change["chrf"]["after"] == pytest.approx(100.0)
-    from harness.render import render
+    from harness.report.render import render
 
     text = render(doc, "markdown")
     assert "iteration 0 → iteration 2" in text and "continue" in text
@@ -401,7 +403,7 @@ def test_the_loop_rolls_back_an_unproven_guard_and_keeps_a_change_inside_the_mar
 
 
 def test_decisions_of_an_older_store_read_as_made_under_the_old_rule(suites, plugins, tmp_path) -> None:
-    from harness.render import render
+    from harness.report.render import render
     from harness.store import Store
 
     path = tmp_path / "old.duckdb"
@@ -450,7 +452,7 @@ def test_the_cli_and_the_loop_train_through_one_recording_path(
     """`harness train` and the loop record trainings the same way (they used to drift)."""
     from click.testing import CliRunner
 
-    import harness.training_runs as training_runs
+    import harness.train.runs as training_runs
     from harness.cli import main
 
     callers: list[str] = []
@@ -523,21 +525,21 @@ class DataPathSpy:
     clustering and data, and what each data request hands the source."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, plugins) -> None:
-        import harness.clustering
-        import harness.datasets
+        import harness.cluster.clustering
+        import harness.data.datasets
 
         self.loaded: set[str] = set()
         self.requested: set[str] = set()
         self.suite_samples: set[str] = set()
-        original = harness.clustering.load_failures
+        original = harness.cluster.clustering.load_failures
 
         def load_failures(store, run_id):
             failures = original(store, run_id)
             self.loaded.update(f.sample.id for f in failures)
             return failures
 
-        monkeypatch.setattr(harness.clustering, "load_failures", load_failures)
-        monkeypatch.setattr(harness.datasets, "load_failures", load_failures)
+        monkeypatch.setattr(harness.cluster.clustering, "load_failures", load_failures)
+        monkeypatch.setattr(harness.data.datasets, "load_failures", load_failures)
         source = plugins.registry.data_source("pool")
         gather = source.gather
 
@@ -554,7 +556,7 @@ class DataPathSpy:
 
 
 def _zebra_rows(store, loop_id: int) -> int:
-    from harness.datasets import load_manifest_rows
+    from harness.data.manifests import load_manifest_rows
 
     digest = store.scalar("SELECT manifest_hash FROM iterations WHERE loop_id = ? AND iteration = 1", [loop_id])
     return sum("zebra" in row.input for row in load_manifest_rows(store, digest))
@@ -627,7 +629,7 @@ def test_a_store_from_before_splits_opens_and_its_history_reads(suites, plugins,
     with Store.reader(path) as store:
         assert store.scalar("SELECT count(*) FROM runs WHERE split IS NOT NULL") == 0
         doc = build_report(store, "history", plugins=plugins, loop=loop.loop_id)
-    from harness.render import render
+    from harness.report.render import render
 
     text = render(doc, "markdown")
     assert "made before held-out splits" in text and "none (mined and decided on the same samples)" in text
@@ -654,7 +656,7 @@ def test_fixed_iterations_run_every_iteration_each_on_the_one_before(suites, plu
 
 
 def test_the_loops_evaluations_go_to_the_given_executor(suites, plugins, harness_store) -> None:
-    from harness.distributed import LocalExecutor
+    from harness.generate.executors import LocalExecutor
 
     class Recording(LocalExecutor):
         """Where `harness loop --ray` passes a RayExecutor: records the shards it is given."""

@@ -7,10 +7,11 @@ import json
 import time
 from pathlib import Path
 
-from harness.loop import LoopConfig, run_loop
-from harness.plugin_manager import load_plugins
+from harness.components.plugin_manager import load_plugins
+from harness.loop.config import LoopConfig
+from harness.loop.run import run_loop
 from harness.store import Store
-from harness.suite import load_suite
+from harness.suite.load import load_suite
 
 
 def _suite(root: Path) -> Path:

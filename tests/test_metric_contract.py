@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from harness import metric
-from harness.evaluate import EvalOptions, evaluate
-from harness.hookspecs import hookimpl
-from harness.plugin_manager import load_plugins
+from harness.components.hookspecs import hookimpl
+from harness.components.plugin_manager import load_plugins
+from harness.score.evaluate import EvalOptions, evaluate
 from harness.store import Store
-from harness.suite import load_suite
+from harness.suite.load import load_suite
 from harness.testing import item, mock_backend_plugin, mock_spec
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import sacrebleu
 
-from harness.plugin_manager import load_plugins
+from harness.components.plugin_manager import load_plugins
 from harness.stats import bootstrap_ci
 from harness.testing import item
 

@@ -22,9 +22,8 @@ from typing import Any
 import httpx2
 import pytest
 
+from harness.components.plugin_manager import load_plugins
 from harness.errors import ConfigError, HarnessError
-from harness.evaluate import evaluate, load_backend
-from harness.plugin_manager import load_plugins
 from harness.plugins.backends.openai import (
     OpenAIOptions,
     OpenAIServerError,
@@ -34,11 +33,12 @@ from harness.plugins.backends.openai import (
     parse_retry_after,
     retry_delay,
 )
-from harness.prompts import PromptConfig
-from harness.render import FORMATS, render
-from harness.reporting import build_report
+from harness.report.render import FORMATS, render
+from harness.report.show import build_report
+from harness.score.evaluate import evaluate, load_backend
 from harness.store import Store
-from harness.suite import load_suite
+from harness.suite.load import load_suite
+from harness.suite.prompts import PromptConfig
 from harness.testing import echo_input, sample
 from harness.types import GenerationConfig, ModelSpec
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.components.hookspecs import hookimpl
+from harness.components.plugin_manager import load_plugins
 from harness.errors import PluginError
-from harness.hookspecs import hookimpl
-from harness.plugin_manager import load_plugins
 from harness.types import Issue
 
 

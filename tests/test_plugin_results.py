@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import numpy as np
 
 from harness import Metric, hookimpl, metric
-from harness.evaluate import EvalOptions, evaluate
-from harness.queries import Queries
+from harness.score.evaluate import EvalOptions, evaluate
 from harness.store import Store
-from harness.suite import load_suite
+from harness.store.queries import Queries
+from harness.suite.load import load_suite
 from harness.testing import mock_spec
 
 ECHO_SUITE = Path(__file__).parent / "data" / "echo_suite"

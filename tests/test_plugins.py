@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import hookspecs
-from harness.components import Detector, Metric, detector
+from harness.components import hookspecs
+from harness.components.contracts import Detector, Metric, detector
+from harness.components.hookspecs import hookimpl
+from harness.components.plugin_manager import BUILTIN_PLUGINS, load_plugins
+from harness.components.registry import Registry
 from harness.errors import PluginError, UnknownComponentError
-from harness.hookspecs import hookimpl
-from harness.plugin_manager import BUILTIN_PLUGINS, load_plugins
-from harness.registry import Registry
 from harness.types import Issue
 
 TESTS = Path(__file__).parent
@@ -185,7 +185,7 @@ def test_entry_point_plugins_load_and_autoload_can_be_turned_off(tmp_path: Path)
     script = textwrap.dedent(
         """
         import sys
-        from harness.plugin_manager import load_plugins
+        from harness.components.plugin_manager import load_plugins
         reg = load_plugins().registry
         entry = reg.get("detector", "fake_detector") if "fake_detector" in reg.names("detector") else None
         print(entry.plugin.name, entry.plugin.source, entry.plugin.version if entry else "", sep="|") if entry else print("absent")
@@ -206,7 +206,7 @@ def test_entry_point_plugins_load_and_autoload_can_be_turned_off(tmp_path: Path)
 
 def test_entry_point_that_fails_to_import_names_it(tmp_path: Path) -> None:
     _fake_distribution(tmp_path, "raise ImportError('missing dependency xyz')\n")
-    script = "from harness.plugin_manager import load_plugins; load_plugins()"
+    script = "from harness.components.plugin_manager import load_plugins; load_plugins()"
     out = subprocess.run(
         [sys.executable, "-c", script],
         env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
@@ -272,7 +272,7 @@ class EveryKindPlugin:
     def harness_register_featurizers(registry: Registry) -> None:
         import numpy as np
 
-        from harness.components import Featurizer
+        from harness.components.contracts import Featurizer
 
         class Lengths(Featurizer):
             name = "lengths"
@@ -287,7 +287,7 @@ class EveryKindPlugin:
     def harness_register_clusterers(registry: Registry) -> None:
         import numpy as np
 
-        from harness.components import Clusterer
+        from harness.components.contracts import Clusterer
 
         class Halves(Clusterer):
             name = "halves"
@@ -300,7 +300,7 @@ class EveryKindPlugin:
     @staticmethod
     @hookimpl
     def harness_register_data_sources(registry: Registry) -> None:
-        from harness.components import DataSource
+        from harness.components.contracts import DataSource
         from harness.types import TrainingExample
 
         class Constant(DataSource):
@@ -314,7 +314,7 @@ class EveryKindPlugin:
     @staticmethod
     @hookimpl
     def harness_register_trainers(registry: Registry) -> None:
-        from harness.components import Trainer
+        from harness.components.contracts import Trainer
 
         class NoOp(Trainer):
             name = "noop"
@@ -327,7 +327,7 @@ class EveryKindPlugin:
     @staticmethod
     @hookimpl
     def harness_register_reports(registry: Registry) -> None:
-        from harness.components import ReportView
+        from harness.components.contracts import ReportView
 
         class Count(ReportView):
             name = "count"

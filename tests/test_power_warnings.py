@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.loop import LoopConfig, _Loop
+from harness.loop.config import LoopConfig
+from harness.loop.run import _Loop
 
 
 def _lines(planned: list[dict[str, Any]]) -> list[tuple[str, bool]]:

@@ -21,7 +21,7 @@ def test_a_late_total_reaches_the_progress_bar() -> None:
 
 
 def test_the_trainer_callback_gives_the_step_count_at_train_begin() -> None:
-    from harness.training.hf import _hf
+    from harness.train.hf import _hf
 
     seen: list[tuple[str, int]] = []
 

@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 
 from harness.cli.main import main
 from harness.errors import HarnessError
-from harness.suite import RowModel, Suite, load_suite, read_jsonl
+from harness.suite.config import RowModel
+from harness.suite.files import read_jsonl
+from harness.suite.load import Suite, load_suite
 
 ECHO_DATA = (Path(__file__).parent / "data" / "echo_suite" / "data.jsonl").read_bytes()
 # Sized so that the file runs in well under 20 s on a quiet 2-core machine.

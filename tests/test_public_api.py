@@ -47,12 +47,12 @@ def test_the_check_catches_a_private_import(tmp_path: Path) -> None:
     plugin = tmp_path / "plugin.py"
     plugin.write_text(
         "from harness import hookimpl\n"
-        "from harness.components import Detector\n"
+        "from harness.components.contracts import Detector\n"
         "import harness.store.core\n"
         "from harness.plugins.detectors._text import TOKEN\n"
     )
     assert private_imports(plugin) == [
-        "line 2: from harness.components import ...",
+        "line 2: from harness.components.contracts import ...",
         "line 3: import harness.store.core",
     ]
 

@@ -19,12 +19,12 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli.main import main
-from harness.distributed import PluginSetup, RayExecutor, ShardFile
+from harness.components.plugin_manager import load_plugins
 from harness.errors import ConfigError
-from harness.evaluate import EvalOptions, evaluate
-from harness.plugin_manager import load_plugins
+from harness.generate.ray import PluginSetup, RayExecutor, ShardFile
+from harness.score.evaluate import EvalOptions, evaluate
 from harness.store import Store
-from harness.suite import load_suite
+from harness.suite.load import load_suite
 from harness.testing import mock_backend_plugin, mock_spec
 from harness.types import ModelSpec
 
@@ -291,7 +291,7 @@ def test_without_ray_installed_ray_is_a_clear_error(tmp_path: Path, monkeypatch:
 
 def test_importing_the_harness_does_not_import_ray() -> None:
     code = (
-        "import sys, harness, harness.cli.main, harness.evaluate, harness.distributed, harness.generation;"
+        "import sys, harness, harness.cli.main, harness.score.evaluate, harness.generate.executors, harness.generate.ray, harness.generate.cache;"
         "assert 'ray' not in sys.modules, 'ray was imported'"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -16,19 +16,19 @@ from rich.cells import cell_len
 from scipy import stats as scipy_stats
 
 from harness.cli.main import main
-from harness.components import ReportView, detector
+from harness.components.contracts import ReportView, detector
+from harness.components.hookspecs import hookimpl
+from harness.components.plugin_manager import Plugins, load_plugins
 from harness.document import Document, Paragraph
 from harness.errors import ConfigError, NotFoundError, UnknownComponentError
-from harness.evaluate import EvalOptions, evaluate
-from harness.hookspecs import hookimpl
-from harness.plugin_manager import Plugins, load_plugins
-from harness.queries import Queries
-from harness.render import render
-from harness.reporting import build_report, show_report
+from harness.report.render import render
+from harness.report.show import build_report, show_report
+from harness.score.evaluate import EvalOptions, evaluate
 from harness.stats import paired_bootstrap
 from harness.store import Store, insert
 from harness.store.core import utcnow
-from harness.suite import load_suite
+from harness.store.queries import Queries
+from harness.suite.load import load_suite
 from harness.testing import MockBackend, mock_backend_plugin, mock_spec
 from harness.types import Issue
 
@@ -649,8 +649,8 @@ def test_run_report_puts_scores_first_and_versions_behind_verbose(reader, demo) 
 
 
 def test_compare_shows_stored_values_of_a_metric_it_cannot_test() -> None:
-    from harness.comparison import MetricComparison
     from harness.reports.compare import metrics_table
+    from harness.score.comparison import MetricComparison
 
     untested = MetricComparison(
         "my_metric", True, n=30, only_a=0, only_b=0,

@@ -26,7 +26,7 @@ from harness.document import (
     visible,
 )
 from harness.errors import ConfigError
-from harness.render import render
+from harness.report.render import render
 
 
 def test_segments_cut_at_every_boundary_of_overlapping_highlights() -> None:

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from harness import DataRequest
-from harness.clustering import UNCLUSTERED, Cluster, cluster_run, load_failures
-from harness.curation import build_eval_index, normalize
-from harness.datasets import build_dataset
+from harness.cluster.clustering import UNCLUSTERED, Cluster, cluster_run, load_failures
+from harness.data.curation import build_eval_index, normalize
+from harness.data.datasets import build_dataset
 from harness.errors import ConfigError
-from harness.evaluate import evaluate
 from harness.plugins.data_sources._retrieval import load_pool, suite_task
-from harness.suite import load_suite
+from harness.score.evaluate import evaluate
+from harness.suite.load import load_suite
 from harness.testing import mock_spec
 
 DEFS = Path(__file__).parent / "data" / "datasets" / "defs"
@@ -197,7 +197,7 @@ def _cluster(cid: int, size: int) -> Cluster:
 
 
 def test_a_cluster_that_did_not_move_gets_less_budget() -> None:
-    from harness.datasets import split_budget
+    from harness.data.datasets import split_budget
 
     clusters = [_cluster(0, 6), _cluster(1, 4)]
     assert split_budget(10, clusters) == {0: 6, 1: 4}
@@ -210,7 +210,7 @@ def test_a_cluster_that_did_not_move_gets_less_budget() -> None:
 def test_the_next_iteration_halves_stalled_clusters_and_says_why(
     harness_store: Any, plugins: Any, failing: tuple[int, int], mixed_suite: Path
 ) -> None:
-    from harness.datasets import STALLED_WEIGHT, cluster_weights
+    from harness.data.datasets import STALLED_WEIGHT, cluster_weights
 
     run_id, first = failing
     parent = build_dataset(harness_store, run_id, first, plugins, budget=12, embedder=hash_embedder, suites_against=[])
@@ -228,7 +228,7 @@ def test_the_next_iteration_halves_stalled_clusters_and_says_why(
     assert grown.n_added == 12
     assert set(grown.budget_notes) == {str(c) for c in weights if grown.cluster_counts.get(str(c))}
     assert all("still fail" in note for note in grown.budget_notes.values())
-    from harness.queries import Queries
+    from harness.store.queries import Queries
 
     # What the history report shows, read back from the store (the parent's rows excluded).
     assert Queries(harness_store, plugins.registry).budget_notes(grown.hash) == grown.budget_notes

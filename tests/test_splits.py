@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from harness.cli.main import main
 from harness.errors import ConfigError
-from harness.evaluate import evaluate
-from harness.suite import auto_split, load_suite
+from harness.score.evaluate import evaluate
+from harness.suite.load import auto_split, load_suite
 from harness.testing import mock_spec
 from harness.types import Sample
 

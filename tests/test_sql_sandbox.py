@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from harness.cli.main import main
 from harness.errors import ConfigError
-from harness.queries import Queries
 from harness.store import Store
+from harness.store.queries import Queries
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from harness.components import mean_from_statistics
+from harness.components.contracts import mean_from_statistics
 from harness.plugins.metrics import Bleu, BleuArgs, Chrf, ChrfArgs
 from harness.stats import (
     PairedTest,

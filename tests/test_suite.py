@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.components.plugin_manager import load_plugins
 from harness.errors import ConfigError, NotFoundError, UnknownComponentError
-from harness.plugin_manager import load_plugins
-from harness.scoring import resolve_components
-from harness.suite import load_suite
+from harness.score.scoring import resolve_components
+from harness.suite.load import load_suite
 
 GOOD_YAML = """\
 name: tiny

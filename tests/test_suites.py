@@ -13,17 +13,12 @@ from typing import Any
 
 import pytest
 
-from harness.plugin_manager import load_plugins
-from harness.registry import Registry
-from harness.scoring import resolve_components
-from harness.suite import (
-    Suite,
-    TrainRowModel,
-    builtin_suites,
-    load_suite,
-    read_jsonl,
-    read_training_rows,
-)
+from harness.components.plugin_manager import load_plugins
+from harness.components.registry import Registry
+from harness.score.scoring import resolve_components
+from harness.suite.config import TrainRowModel
+from harness.suite.files import read_jsonl, read_training_rows
+from harness.suite.load import Suite, builtin_suites, load_suite
 from harness.suites import _dictionary, _numbers, build
 
 EXPECTED = {"arithmetic": 300, "dictionary": 400, "general": 105, "numbers": 300, "numbers-broad": 300}
@@ -277,7 +272,7 @@ def test_circular_definitions_and_synonym_lists_are_recognised() -> None:
 
 
 def test_the_broad_pool_mixes_tasks_with_few_rows_on_task(suites: dict[str, Suite]) -> None:
-    from harness.curation import input_key
+    from harness.data.curation import input_key
 
     rows = pool_rows(suites["numbers-broad"])
     sources = {row.source.split(":")[0] for row in rows}

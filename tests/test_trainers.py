@@ -17,9 +17,10 @@ from pydantic import ValidationError
 from safetensors.torch import load_file
 from trl import SFTTrainer
 
-from harness.checkpoints import content_hash
+from harness.components.plugin_manager import load_plugins
+from harness.components.registry import Registry
 from harness.errors import ConfigError, TrainingError
-from harness.plugin_manager import load_plugins
+from harness.generate.checkpoints import content_hash
 from harness.plugins.backends.hf import HFBackend, HFOptions
 from harness.plugins.trainers import full as full_module
 from harness.plugins.trainers import ia3 as ia3_module
@@ -28,9 +29,8 @@ from harness.plugins.trainers._layers import find_projection_layers
 from harness.plugins.trainers.full import FullArgs, FullTrainer
 from harness.plugins.trainers.ia3 import IA3Args, IA3Trainer
 from harness.plugins.trainers.lora import LoraArgs, LoraTrainer
-from harness.prompts import PromptConfig, instruction_prompt
-from harness.registry import Registry
-from harness.training import (
+from harness.suite.prompts import PromptConfig, instruction_prompt
+from harness.train import (
     IGNORE_INDEX,
     InstructionTuner,
     TrainingOutcome,

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli import main
-from harness.evaluate import load_backend
-from harness.plugin_manager import load_plugins
+from harness.components.plugin_manager import load_plugins
+from harness.score.evaluate import load_backend
 from harness.types import GenerationConfig, ModelSpec
 
 ECHO = Path(__file__).parent / "data" / "echo_suite"

@@ -8,11 +8,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.evaluate import EvalOptions, evaluate
-from harness.loop import LoopConfig, run_loop
-from harness.plugin_manager import load_plugins
+from harness.components.plugin_manager import load_plugins
+from harness.loop.config import LoopConfig
+from harness.loop.run import run_loop
+from harness.score.evaluate import EvalOptions, evaluate
 from harness.store import Store
-from harness.suite import load_suite
+from harness.suite.load import load_suite
 from harness.testing import MockBackend, mock_backend_plugin, mock_spec
 
 PLUGIN = Path(__file__).parent / "data" / "plugins" / "scripted_loop.py"

@@ -44,8 +44,8 @@ def clusters_command(
     The first call clusters and stores the result; later calls show it (use
     --recluster, or other --featurizer/--clusterer settings, to cluster again).
     """
-    from harness.clustering import cluster_run, latest_clustering, load_clusters
-    from harness.queries import Queries
+    from harness.cluster.clustering import cluster_run, latest_clustering, load_clusters
+    from harness.store.queries import Queries
 
     with state.writer() as store:
         run_id = Queries(store).resolve(run)

@@ -28,7 +28,7 @@ class CliState:
     err: Console = field(default_factory=lambda: Console(stderr=True))
 
     def load_plugins(self, extra_files: Sequence[Path] = ()) -> Any:
-        from harness.plugin_manager import load_plugins
+        from harness.components.plugin_manager import load_plugins
 
         plugins = load_plugins([*self.plugin_files, *extra_files], autoload=self.autoload)
         for notice in plugins.registry.notices:

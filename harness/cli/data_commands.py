@@ -141,17 +141,12 @@ def add_command(
     before they are added; the new dataset's hash is printed on standard output.
     """
     from harness.cli.eval_commands import parse_options
-    from harness.clustering import cluster_run, latest_clustering, load_failures
-    from harness.datasets import (
-        build_dataset,
-        eval_suites,
-        load_manifest,
-        load_run_suite,
-        prepare_source,
-    )
+    from harness.cluster.clustering import cluster_run, latest_clustering, load_failures
+    from harness.data.datasets import build_dataset, eval_suites, load_run_suite, prepare_source
+    from harness.data.manifests import load_manifest
     from harness.errors import HarnessError
     from harness.progress import RichReporter
-    from harness.queries import Queries
+    from harness.store.queries import Queries
 
     args = parse_options(source_args, "--source-arg")
     with state.writer() as store:
@@ -223,9 +218,9 @@ def export_command(
     Fill in the corrected_output column (delete rows you skip), then
     `harness data import FILE` adds the corrections as training rows.
     """
-    from harness.annotation import export_annotations
-    from harness.clustering import cluster_run, latest_clustering
-    from harness.queries import Queries
+    from harness.cluster.clustering import cluster_run, latest_clustering
+    from harness.data.annotation import export_annotations
+    from harness.store.queries import Queries
 
     with state.writer() as store:
         run_id = Queries(store).resolve(run)
@@ -274,8 +269,8 @@ def import_command(
     Every row is validated first (columns, an empty corrected_output, unknown sample
     ids); one bad row and nothing is imported.
     """
-    from harness.annotation import import_annotations
-    from harness.queries import Queries
+    from harness.data.annotation import import_annotations
+    from harness.store.queries import Queries
 
     with state.writer() as store:
         run_id = Queries(store).resolve(run) if run else None
@@ -299,7 +294,7 @@ def import_command(
 @pass_state
 def show_command(state: CliState, dataset: str, n_rows: int, as_json: bool) -> None:
     """Show a dataset's manifest and its first new rows (DATASET: hash, prefix or 'latest')."""
-    from harness.datasets import load_manifest, row_record
+    from harness.data.manifests import load_manifest, row_record
 
     with state.reader() as store:
         manifest = load_manifest(store, dataset)
@@ -372,7 +367,7 @@ def show_command(state: CliState, dataset: str, n_rows: int, as_json: bool) -> N
 @pass_state
 def list_command(state: CliState, as_json: bool) -> None:
     """List stored datasets, newest first."""
-    from harness.datasets import list_manifests
+    from harness.data.manifests import list_manifests
 
     with state.reader() as store:
         manifests = list_manifests(store)

@@ -91,7 +91,7 @@ def ray_executor(plugins: Any, use_ray: bool, address: str | None, workers: int 
         if given:
             raise ConfigError(f"{' and '.join(given)} only apply with --ray; add --ray")
         return None
-    from harness.distributed import RayExecutor
+    from harness.generate.ray import RayExecutor
 
     return RayExecutor(plugins, address=address, workers=workers)
 
@@ -164,9 +164,9 @@ def eval_command(
     Several --adapter make one run per adapter, in order, on a base loaded once.
     Exit code: 0 done, 1 done but a plugin failed (or --check-targets missed), 2 bad input.
     """
-    from harness.evaluate import EvalOptions, evaluate, evaluate_adapters
     from harness.progress import RichReporter
-    from harness.suite import load_suite
+    from harness.score.evaluate import EvalOptions, evaluate, evaluate_adapters
+    from harness.suite.load import load_suite
     from harness.types import ModelSpec
 
     loaded = load_suite(suite)
@@ -219,7 +219,7 @@ def _finish_run(
         highlight=False,
     )
     if report:
-        from harness.reporting import show_report
+        from harness.report.show import show_report
 
         with state.reader() as store:
             show_report(store, "run", console=state.console, plugins=plugins, run=summary.run_id)
@@ -303,7 +303,7 @@ def runs_command(state: CliState, suite: str | None, limit: int, as_json: bool) 
 @pass_state
 def plugins_command(state: CliState, kind: str | None, as_json: bool) -> None:
     """List every registered component: kind, name, source plugin and version."""
-    from harness.components import COMPONENT_KINDS
+    from harness.components.contracts import COMPONENT_KINDS
 
     if kind:
         kind = kind.replace("-", "_")
@@ -373,8 +373,9 @@ def validate_command(state: CliState, suite: str) -> None:
 
     A mistake prints one line, `suite.yaml:LINE: field: what is wrong`, and exits 2.
     """
-    from harness.scoring import resolve_components
-    from harness.suite import load_suite, read_training_rows
+    from harness.score.scoring import resolve_components
+    from harness.suite.files import read_training_rows
+    from harness.suite.load import load_suite
 
     loaded = load_suite(suite)
     plugins = state.load_plugins(loaded.plugin_files)

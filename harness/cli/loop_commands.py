@@ -100,7 +100,8 @@ def loop_command(
     Every step is stored as it finishes: run the same command again to resume an
     interrupted loop. `harness history LOOP` shows a loop's iterations.
     """
-    from harness.loop import LoopConfig, run_loop
+    from harness.loop.config import LoopConfig
+    from harness.loop.run import run_loop
     from harness.progress import RichReporter
 
     config = LoopConfig(
@@ -140,7 +141,7 @@ def loop_command(
         highlight=False,
     )
     if report:
-        from harness.reporting import show_report
+        from harness.report.show import show_report
 
         with state.reader() as store:
             show_report(store, "history", console=state.console, loop=result.loop_id)

@@ -43,7 +43,7 @@ def output_options(fn: Any) -> Any:
 
 
 def _report(state: CliState, view: str, format_: str, output: Path | None, **params: Any) -> None:
-    from harness.reporting import show_report
+    from harness.report.show import show_report
 
     plugins = state.load_plugins()
     with state.reader() as store:
@@ -200,7 +200,7 @@ def history_command(state: CliState, loop: str, format_: str, output: Path | Non
     if list_loops:
         from rich.table import Table as RichTable
 
-        from harness.queries import Queries
+        from harness.store.queries import Queries
 
         with state.reader() as store:
             loops = Queries(store).loops()
@@ -243,7 +243,7 @@ def sql_command(state: CliState, query: str, as_json: bool, as_csv: bool, max_ro
     Tables and columns: docs/schema.md, or `harness sql "DESCRIBE runs"`.
     """
     from harness.errors import ConfigError
-    from harness.queries import Queries
+    from harness.store.queries import Queries
 
     if as_json and as_csv:
         raise ConfigError("choose one of --json and --csv")

@@ -111,9 +111,9 @@ def train_command(
     process reads and writes the store. Continue an interrupted training with the same
     command and -t resume=true.
     """
-    from harness.prompts import PromptConfig
-    from harness.suite import load_suite
-    from harness.training import check_launch, distributed_state, is_main_process, process_count
+    from harness.suite.load import load_suite
+    from harness.suite.prompts import PromptConfig
+    from harness.train import check_launch, distributed_state, is_main_process, process_count
 
     main = is_main_process()
     processes = process_count()
@@ -172,7 +172,7 @@ def _trainer_args(
 ) -> Any:
     """The trainer's validated arguments; with --global-batch, the accumulation steps that
     make batch_size x processes x accumulation equal to it."""
-    from harness.suite import validate_args as validate
+    from harness.suite.files import validate_args as validate
 
     where = f"trainer {component.name!r} args"
     args: Any = validate(component, raw, where)
@@ -202,8 +202,8 @@ def _prepare_start(
 ) -> tuple[list[TrainingExample], str, str]:
     """(rows, manifest hash, base checkpoint hash), after every check that could stop the
     training before it starts (so that a mistake records no training run)."""
-    from harness import checkpoints
-    from harness.training import check_output_dir
+    from harness.generate import checkpoints
+    from harness.train import check_output_dir
 
     rows, manifest_hash = _load_dataset(store, dataset)
     model_hash = checkpoints.content_hash(checkpoints.resolve_model_dir(base.path))
@@ -219,9 +219,9 @@ def _prepare_start(
 def _load_dataset(store: Any, dataset: str) -> tuple[list[TrainingExample], str]:
     """The rows of a stored dataset, or of a JSONL file (stored first as an imported
     dataset), and the dataset's hash."""
-    from harness.datasets import (
+    from harness.data.datasets import cluster_counts
+    from harness.data.manifests import (
         Manifest,
-        cluster_counts,
         dataset_hash,
         load_manifest_rows,
         read_dataset_file,
@@ -298,7 +298,7 @@ def _train_and_record(
     prompt: Any,
 ) -> None:
     from harness.progress import RichReporter
-    from harness.training_runs import train_and_record
+    from harness.train.runs import train_and_record
 
     reporter = RichReporter(state.err)
     training_id, outcome = train_and_record(

@@ -26,9 +26,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from harness.errors import HarnessError
-from harness.queries import Queries
 from harness.store.browse import PAGE_SIZE, Browse, RunFilter, SampleFilter
 from harness.store.core import Store
+from harness.store.queries import Queries
 from harness.view import charts
 
 HERE = Path(__file__).parent
@@ -189,7 +189,7 @@ def sample_page(request: Request, browse: Browse, queries: Queries) -> tuple[str
 
 
 def compare_page(request: Request, browse: Browse, queries: Queries) -> tuple[str, dict[str, Any]]:
-    from harness.comparison import compare_runs
+    from harness.score.comparison import compare_runs
 
     a_ref, b_ref = request.query_params.get("a"), request.query_params.get("b")
     if not a_ref or not b_ref:

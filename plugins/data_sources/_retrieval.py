@@ -113,7 +113,7 @@ class Pool:
     lines: tuple[int, ...]
     ids: tuple[str | None, ...]
     keys: tuple[str, ...]
-    """Normalised input of each row (see `harness.curation.input_key`)."""
+    """Normalised input of each row (see `harness.input_key`)."""
     default_instruction: str = ""
 
     def __len__(self) -> int:

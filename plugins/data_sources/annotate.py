@@ -2,7 +2,7 @@
 
 `harness data export RUN --cluster K` writes a cluster's failures for people to
 correct; this source (or `harness data import FILE`) reads the corrections back, with
-the file format and its row-by-row validation in `harness.annotation`.
+the file format and its row-by-row validation in `harness.data.annotation`.
 """
 
 from __future__ import annotations

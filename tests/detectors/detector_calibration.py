@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.plugin_manager import load_plugins
-from harness.registry import Registry
-from harness.scoring import ResolvedDetector, run_detector
-from harness.suite import DetectorConfig
+from harness.components.plugin_manager import load_plugins
+from harness.components.registry import Registry
+from harness.score.scoring import ResolvedDetector, run_detector
+from harness.suite.config import DetectorConfig
 from harness.testing import item
 from harness.types import Item
 

@@ -18,7 +18,7 @@ from detector_calibration import (
     markdown_table,
 )
 
-from harness.plugin_manager import load_plugins
+from harness.components.plugin_manager import load_plugins
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 MIN_PRECISION = 0.8

@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from harness.components import Detector, Needs
+from harness.components.contracts import Detector, Needs
+from harness.components.plugin_manager import BUILTIN_PLUGINS, load_plugins
 from harness.errors import ConfigError
-from harness.plugin_manager import BUILTIN_PLUGINS, load_plugins
-from harness.scoring import ResolvedDetector, check_issue, run_detector
-from harness.suite import DetectorConfig, validate_args
+from harness.score.scoring import ResolvedDetector, check_issue, run_detector
+from harness.suite.config import DetectorConfig
+from harness.suite.files import validate_args
 from harness.testing import item
 
 EXPECTED = {
@@ -129,7 +130,7 @@ def test_an_empty_run(registry, name: str) -> None:
 def test_the_hook_registers_one_detector(name: str) -> None:
     import importlib
 
-    from harness.registry import Registry
+    from harness.components.registry import Registry
 
     module = importlib.import_module(EXPECTED[name])
     fresh = Registry()

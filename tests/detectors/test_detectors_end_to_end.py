@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.evaluate import evaluate
-from harness.suite import load_suite
+from harness.score.evaluate import evaluate
+from harness.suite.load import load_suite
 from harness.testing import mock_spec
 
 ECHO = Path(__file__).resolve().parents[1] / "data" / "echo_suite"

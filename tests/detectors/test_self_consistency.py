@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from harness.plugin_manager import load_plugins
+from harness.components.plugin_manager import load_plugins
 from harness.plugins.detectors.self_consistency import SelfConsistency
-from harness.scoring import ResolvedDetector, run_detector
-from harness.suite import DetectorConfig
+from harness.score.scoring import ResolvedDetector, run_detector
+from harness.suite.config import DetectorConfig
 from harness.testing import item
 
 DETECTOR = SelfConsistency()

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from harness import Backend, Completion, Trainer, hookimpl
 from harness.testing import echo_input
-from harness.training import TrainingOutcome
+from harness.train import TrainingOutcome
 from harness.types import ModelSpec
 
 

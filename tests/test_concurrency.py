@@ -117,8 +117,8 @@ LOOP_READER = textwrap.dedent(
     import json, sys, time
     from pathlib import Path
     from harness.errors import StoreLockedError
-    from harness.plugin_manager import load_plugins
-    from harness.reporting import build_report
+    from harness.components.plugin_manager import load_plugins
+    from harness.report.show import build_report
     from harness.store import Store
 
     STEPS = ["started", "clustered", "data", "trained", "evaluated", "decided"]
@@ -170,8 +170,8 @@ def test_a_reader_process_beside_a_loop_sees_whole_iterations(tmp_path: Path) ->
     iteration it sees is whole at the step it is at, and the loop is not held up."""
     from test_loop import PLUGIN, WORDS, IterationObserver, build_suites, config, reference, scripted_module
 
-    from harness.loop import run_loop
-    from harness.plugin_manager import load_plugins
+    from harness.components.plugin_manager import load_plugins
+    from harness.loop.run import run_loop
 
     paths = build_suites(tmp_path)
     plugins = load_plugins([PLUGIN], autoload=False, extra=[(IterationObserver(), "observer")])

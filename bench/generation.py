@@ -193,6 +193,8 @@ def main() -> None:
     plugins = load_plugins(autoload=False)
 
     def backend(options: dict[str, Any], adapter: str | None = None, share_weights: Any = None) -> Any:
+        # A fixed size, which each configuration sets before it runs (auto would choose its own).
+        options = {"batch_size": batch_sizes[0], **options}
         b = load_backend(ModelSpec(str(model_dir), adapter=adapter, options=options), plugins.registry)
         if share_weights is not None:
             b._model = share_weights.model  # the same weights in memory: only the decoding differs
@@ -222,6 +224,14 @@ def main() -> None:
 
     for bs in batch_sizes:
         add(f"harness hf, batch {bs}", bs, harness_run(harness, bs), b=harness)
+    auto = backend({"batch_size": "auto"}, share_weights=harness)
+
+    def auto_run() -> list[str]:
+        completions = auto.generate(prompts, config)
+        holder[0].completions, holder[0].batch_size = completions, auto.batch_size
+        return [c.text for c in completions]
+
+    add("harness hf, batch auto (the default)", None, auto_run, b=auto)
     for bs in static_sizes:
         add(f"harness hf, batch {bs}, static batches", bs, harness_run(static, bs), b=static)
     add(f"harness hf, batch {args.no_share_batch}, no shared prefill", args.no_share_batch,

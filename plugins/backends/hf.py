@@ -54,7 +54,8 @@ class HFOptions(BaseModel):
 
     batch_size: int | Literal["auto"] = Field(
         "auto",
-        description="Prompts per batch; auto = 32 on CPU, on GPU the largest that fits in free memory.",
+        description="Prompts per batch; auto = the largest that fits in free memory (on CPU a quarter "
+        "of the available RAM, at most 256 rows).",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto",
@@ -133,9 +134,11 @@ class HFBackend(Backend):
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._model: Any = None  # loaded on first use: a run served from the cache never loads it
-        self._auto_gpu_batch = opts.batch_size == "auto" and self.device.type == "cuda"
-        self.batch_size: int | None = None if self._auto_gpu_batch else _initial_batch_size(opts.batch_size)
-        """Rows per batch; with auto on a GPU, decided at each call from the free memory."""
+        self._auto_batch = opts.batch_size == "auto"
+        self.batch_size: int | None = (
+            None if opts.batch_size == "auto" else _initial_batch_size(opts.batch_size)
+        )
+        """Rows per batch; with auto, decided at each call from the free memory."""
         self._fits_tokens: int | None = None
         """Rows x tokens of the last batch that had to be halved to fit (auto on GPU)."""
         self._fillable_cache: bool | None = None  # decided once the model is loaded
@@ -470,24 +473,33 @@ class HFBackend(Backend):
     def _batch_size_for(self, longest_prompt: int, config: GenerationConfig) -> int:
         """Rows per batch for this call.
 
-        A fixed size (given, or the CPU default) stays as it is, halved for good after an
-        out-of-memory error. With batch_size=auto on a GPU the size comes from the free
-        memory and the longest sequence of the call, capped by the token budget of the
-        last batch that had to be halved (the largest that is known to fit)."""
-        if not self._auto_gpu_batch:
+        A fixed size stays as it is, halved for good after an out-of-memory error. With
+        batch_size=auto the size comes from the free memory and the longest sequence of
+        the call: on a GPU capped by the token budget of the last batch that had to be
+        halved (the largest that is known to fit); on CPU, where running out of memory
+        ends the process instead of raising, from a quarter of the available RAM and at
+        most CPU_MAX_BATCH rows."""
+        if not self._auto_batch:
             assert self.batch_size is not None
             return self.batch_size
         tokens = longest_prompt + config.max_new_tokens
         model = self.model  # loaded first: the weights' memory is not free any more
-        size = fit_batch_size(_free_gpu_bytes(self.device), bytes_per_row(model.config, tokens, self.dtype))
+        free, share, most = self._batch_memory()
+        size = fit_batch_size(free, bytes_per_row(model.config, tokens, self.dtype), headroom=share, most=most)
         if self._fits_tokens is not None:
             size = min(size, max(1, self._fits_tokens // tokens))
         self.batch_size = size
         return size
 
+    def _batch_memory(self) -> tuple[int, float, int]:
+        """(bytes free, the share of them a batch may take, the most rows) on this device."""
+        if self.device.type == "cuda":
+            return _free_gpu_bytes(self.device), 0.8, 1024
+        return _available_ram(), CPU_MEMORY_SHARE, CPU_MAX_BATCH
+
     def _remember_fit(self, size: int, tokens: int) -> None:
         self.batch_size = size
-        if self._auto_gpu_batch:
+        if self._auto_batch:
             self._fits_tokens = size * tokens
 
     def _generate_batch(
@@ -740,18 +752,26 @@ def _pick_dtype(requested: str, device: Any) -> Any:
     return torch.float32
 
 
-CPU_BATCH_SIZE = 32
-"""The auto batch size on CPU. bench/generation.py (greedy, 64 dictionary prompts,
-SmolLM2-135M, fp32, 2 cores, static batches): 40 tok/s at 8, 61 at 16, 88 at 32, 108 at
-64. Past 32 the gain shrinks while memory grows with rows x tokens; see bench/RESULTS.md."""
+CPU_MAX_BATCH = 256
+"""The most rows batch_size=auto takes on CPU. Small batches leave a CPU's matrix units
+idle: the dictionary suite's 200 prompts (SmolLM2-135M, fp32, 2 cores, continuous
+batching) took 51.9 s at 32 rows, 44.6 s at 64, 32.5 s at 128 and 23.7 s at 256
+(bench/RESULTS.md)."""
+CPU_MEMORY_SHARE = 0.25
+"""Share of the available RAM the batch may take on CPU (training, embedding and the
+rest of the process live beside it)."""
 
 
-def _initial_batch_size(requested: int | str) -> int:
-    if isinstance(requested, int):
-        if requested < 1:
-            raise ConfigError(f"batch_size must be at least 1, got {requested}")
-        return requested
-    return CPU_BATCH_SIZE
+def _initial_batch_size(requested: int) -> int:
+    if requested < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {requested}")
+    return requested
+
+
+def _available_ram() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().available)
 
 
 def fit_batch_size(free_bytes: int, row_bytes: int, *, headroom: float = 0.8, most: int = 1024) -> int:

@@ -323,8 +323,9 @@ class Deciding:
             if p["guard"] and paired is not None:
                 lines.append((
                     f"the guard {where} is too small to show non-inferiority within its margin {p['margin']:.3g} "
-                    f"(paired MDE {mde:.3g} at iteration {p['paired_from']}): expect a rollback; "
-                    "give the guard more samples or a wider `margin:`", True,
+                    f"(paired MDE {mde:.3g} at iteration {p['paired_from']}): a guard that stays level will most "
+                    "likely roll the loop back, one that clearly improves can still pass; give the guard more "
+                    "samples or a wider `margin:`", True,
                 ))
             elif p["guard"]:
                 lines.append((

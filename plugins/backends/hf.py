@@ -755,8 +755,7 @@ def _pick_dtype(requested: str, device: Any) -> Any:
 CPU_MAX_BATCH = 256
 """The most rows batch_size=auto takes on CPU. Small batches leave a CPU's matrix units
 idle: the dictionary suite's 200 prompts (SmolLM2-135M, fp32, 2 cores, continuous
-batching) took 51.9 s at 32 rows, 44.6 s at 64, 32.5 s at 128 and 23.7 s at 256
-(bench/RESULTS.md)."""
+batching) took 51.9 s at 32 rows, 30.2 s at 128 and 23.9 s at 256 (bench/RESULTS.md)."""
 CPU_MEMORY_SHARE = 0.25
 """Share of the available RAM the batch may take on CPU (training, embedding and the
 rest of the process live beside it)."""

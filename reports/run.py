@@ -265,8 +265,7 @@ def metric_name(name: str, higher_is_better: bool, main: str) -> str:
 
 def resampled_units(queries: Queries, info: Any) -> str:
     """What the run's bootstrap resampled: 'samples' or '35 clusters (by group)'."""
-    ids = queries.store.query("SELECT sample_id FROM samples WHERE run_id = ?", [info.run_id])
-    labels = queries.sample_clusters(info.run_id, [r["sample_id"] for r in ids], info.cluster_by)
+    labels = queries.sample_clusters(info.run_id, queries.sample_ids(info.run_id), info.cluster_by)
     groups = int(labels.max()) + 1 if len(labels) else 0
     if groups >= len(labels):
         return "samples"

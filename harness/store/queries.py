@@ -131,6 +131,30 @@ class Queries(LoopQueries):
         )
         return [RunListing(**row) for row in rows]
 
+    def run_rows(self, *, suite: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """Runs, newest first, as plain rows with how long each took (`seconds`) and how
+        many of its samples fail: what `harness runs` lists."""
+        return self.store.query(
+            """
+            SELECT r.run_id, r.suite_name, r.suite_version, r.model_path, r.adapter_path, r.status,
+                   r.n_samples, r.main_metric, c.value AS main_value, r.label, r.started_at, r.split,
+                   epoch(r.finished_at) - epoch(r.started_at) AS seconds,
+                   (SELECT count(*) FROM failures f WHERE f.run_id = r.run_id) AS failures
+            FROM runs r
+            LEFT JOIN corpus_scores c ON c.run_id = r.run_id AND c.metric = r.main_metric
+            WHERE ? IS NULL OR r.suite_name = ?
+            ORDER BY r.run_id DESC LIMIT ?
+            """,
+            [suite, suite, limit],
+        )
+
+    def sample_ids(self, run_id: int) -> list[str]:
+        """The ids of the run's samples, in suite order."""
+        return [
+            r["sample_id"]
+            for r in self.store.query("SELECT sample_id FROM samples WHERE run_id = ? ORDER BY position", [run_id])
+        ]
+
     # -- scores -----------------------------------------------------------------
 
     def corpus_scores(self, run_id: int) -> list[CorpusScore]:

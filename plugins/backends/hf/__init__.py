@@ -1,7 +1,7 @@
 """`hf`: transformers causal language models from a local directory, optionally with a
 peft adapter on top.
 
-Generation is batched continuously (plugins/backends/continuous.py): prompts are sorted
+Generation is batched continuously (plugins/backends/hf/continuous.py): prompts are sorted
 by length (little padding), padded on the left, decoded with the KV cache under
 `torch.inference_mode`, stopped on EOS or stop strings, and a row leaves the batch the
 step it finishes while a waiting prompt takes its place (`-o continuous=false`: fixed
@@ -42,7 +42,7 @@ from harness import (
     resolve_adapter_dir,
     resolve_model_dir,
 )
-from harness.plugins.backends.continuous import ContinuousBatch, DecodeCounts, Row, _cache_argument
+from harness.plugins.backends.hf.continuous import ContinuousBatch, DecodeCounts, Row, _cache_argument
 
 log = logging.getLogger(__name__)
 
@@ -372,7 +372,7 @@ class HFBackend(Backend):
         call: BatchCounts,
         decoding: DecodeCounts,
     ) -> None:
-        """`order` through one continuous batch (plugins/backends/continuous.py); after an
+        """`order` through one continuous batch (plugins/backends/hf/continuous.py); after an
         out-of-memory error, what has not finished starts again at half the rows."""
         import torch
 

@@ -12,7 +12,14 @@ import torch
 from harness.components.plugin_manager import load_plugins
 from harness.errors import ConfigError, NotFoundError
 from harness.plugins.backends import hf
-from harness.plugins.backends.hf import SharedPrefill, bytes_per_row, fit_batch_size
+from harness.plugins.backends.hf import (
+    SharedPrefill,
+    bytes_per_row,
+    devices,
+    fit_batch_size,
+    generation,
+    prefill,
+)
 from harness.score.evaluate import evaluate, load_backend
 from harness.suite.load import load_suite
 from harness.types import GenerationConfig, ModelSpec
@@ -201,10 +208,10 @@ def test_shared_prefill_gives_the_logits_of_an_ordinary_batch(tiny_model_dir, pl
     plan = SharedPrefill.plan(batch)
     assert plan is not None and plan.prefix > 0 and plan.saved > 0
     with torch.inference_mode():
-        ids, mask = hf._layout(batch, 0, pad)
+        ids, mask = prefill.layout(batch, 0, pad)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         expected = b.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1]
-        ids, mask = hf._layout(batch, plan.prefix, pad)
+        ids, mask = prefill.layout(batch, plan.prefix, pad)
         cache = plan.prefill(b.model, ids, mask)
         assert cache.get_seq_length() == plan.width - 1
         last = (mask.sum(-1, keepdim=True) - 1)  # the position of each row's last token
@@ -249,10 +256,10 @@ def test_a_shared_prefill_plan() -> None:
 
 
 def test_layout_keeps_the_shared_prefix_in_the_first_columns() -> None:
-    ids, mask = hf._layout([[5, 6, 7, 8], [5, 6, 9]], prefix=2, pad_id=0)
+    ids, mask = prefill.layout([[5, 6, 7, 8], [5, 6, 9]], prefix=2, pad_id=0)
     assert ids.tolist() == [[5, 6, 7, 8], [5, 6, 0, 9]]
     assert mask.tolist() == [[1, 1, 1, 1], [1, 1, 0, 1]]
-    ids, mask = hf._layout([[5, 6, 7, 8], [5, 6, 9]], prefix=0, pad_id=0)
+    ids, mask = prefill.layout([[5, 6, 7, 8], [5, 6, 9]], prefix=0, pad_id=0)
     assert ids.tolist() == [[5, 6, 7, 8], [0, 5, 6, 9]]  # plain left padding
 
 
@@ -284,7 +291,7 @@ def test_rows_that_finish_leave_the_batch_and_outputs_stay_the_same(
 ) -> None:
     one = backend(tiny_model_dir, plugins, batch_size=1, continuous=False)
     stops = _early_stops(one, CONTINUOUS[2:3], [1])  # "Hello" -> "Found": a row that ends at once
-    monkeypatch.setattr(hf, "_eos_ids", lambda tokenizer, model: [tokenizer.eos_token_id, *stops])
+    monkeypatch.setattr(generation, "eos_token_ids", lambda tokenizer, model: [tokenizer.eos_token_id, *stops])
     seeds = list(range(3, 3 + len(CONTINUOUS)))
     alone = one.generate(CONTINUOUS, config, seeds=seeds)
     static = backend(tiny_model_dir, plugins, batch_size=3, continuous=False)
@@ -386,13 +393,13 @@ def test_auto_batch_on_gpu_starts_from_free_memory_and_remembers_what_fit(
     config = GenerationConfig(max_new_tokens=6)
     longest = max(len(b.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in PROMPTS)
     row = bytes_per_row(b.model.config, longest + 6, b.dtype)
-    monkeypatch.setattr(hf, "_free_gpu_bytes", lambda device: int(row * 3.9 / 0.8))  # room for 3.9 rows
+    monkeypatch.setattr(devices, "free_gpu_bytes", lambda device: int(row * 3.9 / 0.8))  # room for 3.9 rows
     calls: list[int] = []
     _fail_above(b, 1, calls)
     b.generate(PROMPTS, config)
     assert calls[:2] == [2, 1]  # 3.9 rows -> 2 (a power of two), out of memory -> 1
     assert b._fits_tokens == longest + 6
-    monkeypatch.setattr(hf, "_free_gpu_bytes", lambda device: row * 1000)
+    monkeypatch.setattr(devices, "free_gpu_bytes", lambda device: row * 1000)
     calls.clear()
     b.generate(PROMPTS, config)
     assert set(calls) == {1}  # more free memory later, but 2 rows of this length did not fit

@@ -19,7 +19,6 @@ from harness import (
     Column,
     CorpusScore,
     Document,
-    Highlight,
     IssueExample,
     KeyValues,
     Notice,
@@ -39,9 +38,7 @@ from harness import (
     hookimpl,
     planned_mde,
 )
-
-OUTPUT_CHARS = 600
-"""Longest stretch of an output a record shows (around its first highlighted span)."""
+from harness.reports._shared import OUTPUT_CHARS, format_duration, highlighted, model_label
 
 
 class RunReport(ReportView):
@@ -167,15 +164,8 @@ class RunReport(ReportView):
 
 
 # ---------------------------------------------------------------------------
-# Pieces (shared with the compare view)
+# Pieces
 # ---------------------------------------------------------------------------
-
-
-def model_label(info: RunInfo) -> str:
-    label = info.model_path
-    if info.adapter_path:
-        label += f" + {info.adapter_path}"
-    return label
 
 
 def status_notices(info: RunInfo, n_errors: int) -> list[Notice]:
@@ -247,16 +237,6 @@ def header_items(info: RunInfo, n_errors: int, *, verbose: bool = True) -> list[
     if info.label:
         items.insert(1, ("label", info.label))
     return items
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
 
 
 def metric_name(name: str, higher_is_better: bool, main: str) -> str:
@@ -349,16 +329,6 @@ def detector_table(detectors: Sequence[Any]) -> Table:
 
 def severity_tone(severity: float, threshold: float | None) -> Any:
     return "bad" if threshold is not None and severity >= threshold else "warn"
-
-
-def highlighted(output: str | None, spans: Sequence[tuple[int | None, int | None, str]]) -> Text:
-    """An output with evidence spans marked, cut to a readable length around them."""
-    if output is None:
-        return Text("(no output stored)", kind="muted")
-    marks = tuple(
-        Highlight(s, e, m) for s, e, m in spans if s is not None and e is not None and e > s
-    )
-    return Text(output, marks, kind="output").excerpt(OUTPUT_CHARS)
 
 
 def issue_record(example: IssueExample, threshold: float | None) -> Record:

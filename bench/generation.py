@@ -161,6 +161,9 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="4,8,16,32,64")
     parser.add_argument("--static-batch-sizes", default=None,
                         help="batch sizes of the static-batch runs (default: --batch-sizes)")
+    parser.add_argument("--stop", default=None,
+                        help="also stop at this string, as suites do (backslash escapes read: '\\n'); harness "
+                        "configurations only, so it needs --skip-lm-eval --skip-loop --skip-transformers-cb")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-share-batch", type=int, default=32, help="batch size of the run without shared prefill")
     parser.add_argument("--dtypes", default="bfloat16", help="reduced precisions to time at --no-share-batch ('' none)")
@@ -174,6 +177,9 @@ def main() -> None:
     parser.add_argument("--skip-adapter", action="store_true")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
+    if args.stop and not (args.skip_lm_eval and args.skip_loop and args.skip_transformers_cb):
+        parser.error("--stop applies to the harness configurations only: add --skip-lm-eval --skip-loop "
+                     "--skip-transformers-cb (the peers stop at EOS alone, so their texts would differ)")
 
     import torch
     from bound import decode_bound, measure_limits, model_figures, summary
@@ -187,12 +193,15 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     model_dir = resolve_model_dir(args.model)  # converts the default model once
     prompts = dictionary_prompts(args.prompts)
-    config = GenerationConfig(max_new_tokens=args.max_new_tokens)
+    stop = tuple([args.stop.encode().decode("unicode_escape")]) if args.stop else ()
+    config = GenerationConfig(max_new_tokens=args.max_new_tokens, stop=stop)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     static_sizes = [int(b) for b in (args.static_batch_sizes or args.batch_sizes).split(",") if b]
     plugins = load_plugins(autoload=False)
 
     def backend(options: dict[str, Any], adapter: str | None = None, share_weights: Any = None) -> Any:
+        # A fixed size, which each configuration sets before it runs (auto would choose its own).
+        options = {"batch_size": batch_sizes[0], **options}
         b = load_backend(ModelSpec(str(model_dir), adapter=adapter, options=options), plugins.registry)
         if share_weights is not None:
             b._model = share_weights.model  # the same weights in memory: only the decoding differs
@@ -222,6 +231,14 @@ def main() -> None:
 
     for bs in batch_sizes:
         add(f"harness hf, batch {bs}", bs, harness_run(harness, bs), b=harness)
+    auto = backend({"batch_size": "auto"}, share_weights=harness)
+
+    def auto_run() -> list[str]:
+        completions = auto.generate(prompts, config)
+        holder[0].completions, holder[0].batch_size = completions, auto.batch_size
+        return [c.text for c in completions]
+
+    add("harness hf, batch auto (the default)", None, auto_run, b=auto)
     for bs in static_sizes:
         add(f"harness hf, batch {bs}, static batches", bs, harness_run(static, bs), b=static)
     add(f"harness hf, batch {args.no_share_batch}, no shared prefill", args.no_share_batch,
@@ -262,7 +279,8 @@ def main() -> None:
 
     info = machine()
     print(describe(info))
-    print(f"{len(prompts)} dictionary prompts, greedy, max_new_tokens={args.max_new_tokens}, stop at EOS, "
+    print(f"{len(prompts)} dictionary prompts, greedy, max_new_tokens={args.max_new_tokens}, "
+          f"stop at EOS{f' or {stop[0]!r}' if stop else ''}, "
           f"{args.repeats} repeats in turns, median reported\n", flush=True)
     for repeat in range(args.repeats):
         for cfg in configs:

@@ -4,7 +4,8 @@ Runs the loop once per arm — targeted selection and the equal-budget controls 
 (rows drawn from the whole pool) and `random_on_task` (rows drawn among the pool rows of
 the suite's own task, without looking at the failures), and on request `augment`
 (rule-based variants of the rows nearest the clusters) and `augment_random_on_task`
-(variants of random on-task rows: untargeted augmentation) — with the same budget, seeds,
+(variants of random on-task rows: untargeted augmentation) and `targeted_explore` (half
+of each cluster's rows aimed at it, half drawn among the task's rows) — with the same budget, seeds,
 trainer and number of iterations (`fixed_iterations`: no arm stops early), on each
 scenario:
 
@@ -18,7 +19,8 @@ every iteration (`--guard-limit` samples of it).
 
 Prints, per scenario: the held-out main metric per arm and iteration with its 95 % CI,
 the guard's main metric and its change from iteration 0, the new rows that are on-task
-and the arm's wall time; then the paired differences targeted − control on the held-out
+and the arm's wall time; then the paired differences arm − control (for targeted,
+targeted_explore and augment against every other arm run) on the held-out
 split at each iteration (paired bootstrap: difference, 95 % CI, p), for the main metric
 and the guard.
 
@@ -57,22 +59,26 @@ from harness.suite.load import Suite, load_suite
 from harness.types import ModelSpec
 
 SCENARIOS = ("numbers-broad", "numbers")
-ARMS = {
-    # arm: (data source, selection)
-    "targeted": ("pool", "targeted"),
-    "random": ("pool", "random"),
-    "random_on_task": ("pool", "random_on_task"),
+ARMS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    # arm: (data source, selection, source arguments)
+    "targeted": ("pool", "targeted", {}),
+    "random": ("pool", "random", {}),
+    "random_on_task": ("pool", "random_on_task", {}),
+    # Half of each cluster's rows drawn among the task's rows, half aimed at the cluster.
+    "targeted_explore": ("pool", "targeted", {"explore": 0.5}),
     # Rule-based variants of the pool rows nearest the clusters, and of random on-task rows
     # (untargeted augmentation): both with the same budget.
-    "augment": ("augment", "targeted"),
-    "augment_random_on_task": ("augment", "random_on_task"),
+    "augment": ("augment", "targeted", {}),
+    "augment_random_on_task": ("augment", "random_on_task", {}),
 }
 DEFAULT_ARMS = ("targeted", "random", "random_on_task")
+TREATMENTS = ("targeted", "targeted_explore", "augment")
+"""Arms whose paired differences against every other arm run are printed."""
 
 
 def arm_of(config: dict[str, Any]) -> str:
     """The arm a stored loop config ran."""
-    wanted = (config.get("source", "pool"), config["selection"])
+    wanted = (config.get("source", "pool"), config["selection"], config.get("source_args") or {})
     return next(arm for arm, spec in ARMS.items() if spec == wanted)
 HELD_OUT = "numbers"
 """The suite whose `test` split is held out in both scenarios (and whose task is on-task)."""
@@ -123,10 +129,10 @@ def run_arm(
     store: Store, plugins: Any, suite_path: Path, held_out: Suite, arm: str, args: argparse.Namespace
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    source, selection = ARMS[arm]
+    source, selection, source_args = ARMS[arm]
     config = LoopConfig(
         suite=str(suite_path), model=args.model, iterations=args.iterations, budget=args.budget,
-        source=source, selection=selection, seed=args.seed, guard="general", guard_limit=args.guard_limit,
+        source=source, selection=selection, source_args=source_args, seed=args.seed, guard="general", guard_limit=args.guard_limit,
         trainer_args=trainer_args(args.trainer_arg), fixed_iterations=True,
     )
     result = run_loop(config, store, plugins)
@@ -238,11 +244,15 @@ def summarise(store: Store, plugins: Any, arms: list[dict[str, Any]], held_out: 
             )
     by_arm = {a["arm"]: a for a in arms}
     differences = []
-    if "targeted" in by_arm:
-        for control in [a for a in by_arm if a != "targeted"]:
-            for t_it, c_it in zip(by_arm["targeted"]["iterations"][1:], by_arm[control]["iterations"][1:]):
+    treatments = [a for a in TREATMENTS if a in by_arm]
+    for treatment in treatments:
+        # Each pair once: a treatment against the arms that are not earlier treatments.
+        earlier = treatments[: treatments.index(treatment)]
+        controls = [a for a in by_arm if a != treatment and a not in earlier]
+        for control in controls:
+            for t_it, c_it in zip(by_arm[treatment]["iterations"][1:], by_arm[control]["iterations"][1:]):
                 differences.append({
-                    "control": control, "iteration": t_it["iteration"],
+                    "arm": treatment, "control": control, "iteration": t_it["iteration"],
                     "test": paired(queries, c_it["test_run"], t_it["test_run"], main),
                     "guard": paired(queries, c_it["guard_run"], t_it["guard_run"], guard_main),
                 })
@@ -283,10 +293,11 @@ def print_scenario(name: str, summary: dict[str, Any], pool_rows: int | None, po
                 f"{wall} |"
             )
     if summary["differences"]:
-        print(f"\n| targeted − control | iteration | held-out {main}: diff [95 % CI] p | guard {guard}: diff [95 % CI] p |")
+        print(f"\n| arm − control | iteration | held-out {main}: diff [95 % CI] p | guard {guard}: diff [95 % CI] p |")
         print("|---|---:|---|---|")
         for d in summary["differences"]:
-            print(f"| {d['control']} | {d['iteration']} | {_ci(d['test'])} | {_ci(d['guard'], 2)} |")
+            print(f"| {d.get('arm', 'targeted')} − {d['control']} | {d['iteration']} | {_ci(d['test'])} "
+                  f"| {_ci(d['guard'], 2)} |")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -388,21 +388,44 @@ def test_auto_batch_on_gpu_starts_from_free_memory_and_remembers_what_fit(
     tiny_model_dir, plugins, monkeypatch
 ) -> None:
     b = backend(tiny_model_dir, plugins)
-    assert b.batch_size == hf.CPU_BATCH_SIZE  # on CPU, auto is the measured constant
-    b._auto_gpu_batch, b.batch_size = True, None  # as on a GPU, without one
+    free = {"bytes": 0}
+    b._batch_memory = lambda: (free["bytes"], 0.8, 1024)  # as on a GPU, without one
     config = GenerationConfig(max_new_tokens=6)
     longest = max(len(b.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in PROMPTS)
     row = bytes_per_row(b.model.config, longest + 6, b.dtype)
-    monkeypatch.setattr(devices, "free_gpu_bytes", lambda device: int(row * 3.9 / 0.8))  # room for 3.9 rows
+    free["bytes"] = int(row * 3.9 / 0.8)  # room for 3.9 rows
     calls: list[int] = []
     _fail_above(b, 1, calls)
     b.generate(PROMPTS, config)
     assert calls[:2] == [2, 1]  # 3.9 rows -> 2 (a power of two), out of memory -> 1
     assert b._fits_tokens == longest + 6
-    monkeypatch.setattr(devices, "free_gpu_bytes", lambda device: row * 1000)
+    free["bytes"] = row * 1000
     calls.clear()
     b.generate(PROMPTS, config)
     assert set(calls) == {1}  # more free memory later, but 2 rows of this length did not fit
+
+
+def test_auto_batch_on_cpu_takes_a_quarter_of_the_free_ram_up_to_its_cap(
+    tiny_model_dir, plugins, monkeypatch
+) -> None:
+    """On CPU running out of memory kills the process instead of raising, so the size is
+    set from the available RAM before the batch exists; small batches waste the CPU, so
+    it is as large as that allows, up to CPU_MAX_BATCH."""
+    b = backend(tiny_model_dir, plugins)
+    assert b.batch_size is None and b._batch_memory()[1:] == (hf.CPU_MEMORY_SHARE, hf.CPU_MAX_BATCH)
+    config = GenerationConfig(max_new_tokens=4)
+    prompts = PROMPTS + SHARED
+    longest = max(len(b.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+    row = bytes_per_row(b.model.config, longest + 4, b.dtype)
+    monkeypatch.setattr(devices, "available_ram", lambda: int(row * 12 / hf.CPU_MEMORY_SHARE))  # 12 rows
+    calls: list[int] = []
+    _fail_above(b, 1000, calls)
+    expected = backend(tiny_model_dir, plugins, batch_size=1).generate(prompts, config)
+    assert [c.text for c in b.generate(prompts, config)] == [c.text for c in expected]
+    assert b.batch_size == 8 and calls[0] == 8  # 12 rows fit: the power of two below
+    monkeypatch.setattr(devices, "available_ram", lambda: 10**15)
+    b.generate(prompts, config)
+    assert b.batch_size == hf.CPU_MAX_BATCH
 
 
 def test_batch_size_estimates() -> None:

@@ -209,6 +209,18 @@ def test_the_mock_backend_on_ray_gives_what_one_process_gives(
         assert results(store, second.run_id) == expected
 
 
+def test_shards_are_small_enough_for_every_worker() -> None:
+    """One process takes whole commit chunks (the larger, the larger its batches); on Ray a
+    chunk is cut so that every worker has a shard."""
+    from harness.generate.executors import LocalExecutor
+
+    executor = RayExecutor(PluginSetup(), workers=2)  # not started: the sizes need no cluster
+    assert executor.shard_size(256, 200) == 100
+    assert executor.shard_size(3, 8) == 3
+    assert executor.shard_size(256, 1) == 1
+    assert LocalExecutor().shard_size(256, 200) == 256
+
+
 def test_a_failed_ray_run_keeps_finished_shards_and_resumes(local_cluster: None, tmp_path: Path) -> None:
     flag = tmp_path / "fail"
     flag.touch()

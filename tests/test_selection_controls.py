@@ -132,6 +132,23 @@ def test_random_on_task_draws_only_rows_of_the_task_at_the_budget(
     assert len(drawn) == 30 and on_task(drawn) < 15
 
 
+def test_explore_draws_its_share_among_the_task_and_aims_the_rest(
+    harness_store: Any, plugins: Any, failing: tuple[int, int], mixed_suite: Path
+) -> None:
+    source = plugins.registry.data_source("pool")
+    req = request(harness_store, failing[0], mixed_suite, budget=30)
+    rows = source.gather(req, source.Args(explore=0.4))
+    kinds = [r.provenance["selection"] for r in rows]
+    assert len(rows) == 30 and kinds.count("explore") == 12 and kinds.count("targeted") == 18
+    assert len({(r.instruction, r.input, r.output) for r in rows}) == 30, "no row twice"
+    assert on_task([r for r in rows if r.provenance["selection"] == "explore"]) == 12
+    aimed = source.gather(req, source.Args())
+    assert {r.input for r in rows if r.provenance["selection"] == "targeted"} == {r.input for r in aimed[:18]}
+    # All exploration is random_on_task under another name: the same rows for the same seed.
+    everything = source.gather(req, source.Args(explore=1.0))
+    assert [r.provenance["selection"] for r in everything] == ["explore"] * 30 and on_task(everything) == 30
+
+
 def test_a_mixed_pool_is_compared_by_task_without_an_option(
     harness_store: Any, plugins: Any, failing: tuple[int, int], mixed_suite: Path
 ) -> None:

@@ -15,7 +15,7 @@ from rich.table import Table
 from harness.cli.common import CONTEXT_SETTINGS, CliState, pass_state
 from harness.cli.params import COUNT, SEED
 from harness.errors import ConfigError
-from harness.types import MAX_NEW_TOKENS
+from harness.types import DEFAULT_CHUNK, MAX_NEW_TOKENS
 
 
 def parse_options(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
@@ -115,9 +115,10 @@ def ray_executor(plugins: Any, use_ray: bool, address: str | None, workers: int 
 @click.option(
     "--commit-every",
     type=click.IntRange(min=1),
-    default=64,
+    default=DEFAULT_CHUNK,
     show_default=True,
-    help="Commit generations to the store every N prompts (the most an interruption loses).",
+    help="Commit generations to the store every N prompts (the most an interruption loses; also "
+    "the most prompts one backend call, and so one batch, holds).",
 )
 @click.option("--report/--no-report", default=True, show_default=True, help="Print the run report at the end.")
 @click.option(

@@ -27,10 +27,7 @@ from harness.store.generations import (
     save_loglikelihoods,
     save_shard,
 )
-from harness.types import GenerationConfig
-
-DEFAULT_CHUNK = 64
-"""Prompts generated between commits: the most an interruption can lose."""
+from harness.types import DEFAULT_CHUNK, GenerationConfig
 
 
 def _digest(payload: object) -> str:
@@ -106,7 +103,8 @@ def generate_with_cache(
     # Similar lengths share chunks (and so batches): less padding.
     missing.sort(key=lambda job: (job.config.model_dump_json(), len(job.prompt)))
     if missing:
-        chunks = [missing[start : start + chunk_size] for start in range(0, len(missing), chunk_size)]
+        size = executor.shard_size(chunk_size, len(missing))
+        chunks = [missing[start : start + size] for start in range(0, len(missing), size)]
         shards = [_shard(index, chunk) for index, chunk in enumerate(chunks)]
         scratch = store.path.with_name(store.path.name + ".shards")
         with reporter.task("generating", total=len(missing)) as advance:

@@ -125,6 +125,12 @@ class Executor(ABC):
         directory the executor may use for files (beside the store); it must leave
         nothing there. Closing the iterator early abandons the shards not yet yielded."""
 
+    def shard_size(self, chunk_size: int, prompts: int) -> int:
+        """Prompts per shard when `prompts` generations are missing, at most `chunk_size`
+        (the commit interval). One process takes whole chunks: the larger the shard, the
+        larger the backend's batches can be."""
+        return chunk_size
+
     def close(self) -> None:
         """Release what the executor holds (workers, cluster connections)."""
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import socket
@@ -230,6 +231,11 @@ class RayExecutor(Executor):
         # so that actors sharing a node do not fight over cores.
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads)
         return env
+
+    def shard_size(self, chunk_size: int, prompts: int) -> int:
+        """Small enough that every worker gets a shard, at most `chunk_size`."""
+        workers = self.workers or self._capacity()[0]
+        return max(1, min(chunk_size, math.ceil(prompts / max(workers, 1))))
 
     def _ensure_pool(self, backend: Backend, size: int, log: Callable[[str], None]) -> _Pool:
         ray = self._ray

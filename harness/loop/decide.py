@@ -21,7 +21,7 @@ from typing import Any
 from harness.loop.config import LoopConfig
 from harness.score.comparison import MetricComparison, compare_runs, compare_seeds
 from harness.store import Store
-from harness.store.loops import cluster_progress, issue_counts
+from harness.store.loops import cluster_progress, issue_counts, iteration_row
 from harness.store.queries import Queries
 from harness.suite.config import resolve_margin
 from harness.suite.load import Suite
@@ -160,6 +160,17 @@ def _guard_entry(g: GuardCheck, holm_p: Mapping[int, float], alpha: float) -> di
     }
 
 
+def _observed_mde(observed: Mapping[str, Any] | None, section: str, metric: str) -> float | None:
+    """The paired MDE a stored comparison measured for `metric` in `section` ("metrics"
+    for the suite, "guard"), or None."""
+    if not observed:
+        return None
+    for record in (observed.get("comparison") or {}).get(section) or []:
+        if record.get("metric") == metric and record.get("mde") is not None:
+            return float(record["mde"])
+    return None
+
+
 def _comparison_record(c: MetricComparison) -> dict[str, Any]:
     t = c.test
     return {
@@ -195,8 +206,18 @@ class Deciding:
     mining: Suite
     heldout: Suite
 
+    def _last_decided(self, loop_id: int, before: int) -> dict[str, Any] | None:
+        """The latest iteration before `before` that has a stored comparison: its paired
+        MDEs are the loop's measured power (`_power`)."""
+        for iteration in range(before - 1, 0, -1):
+            row = iteration_row(self.store, loop_id, iteration)
+            if row is not None and row.get("comparison"):
+                return row
+        return None
+
     def _decide(self, previous: Mapping[str, Any], row: Mapping[str, Any]) -> tuple[str, str, bool, dict[str, Any]]:
         main = self.suite.config.main
+        observed = self._last_decided(row["loop_id"], row["iteration"])
         seeds = row["checkpoint"].get("seeds") or []
         suite_cmp = compare_seeds(self.queries, previous["eval_run_id"],
                                   [row["eval_run_id"], *(e["eval_run_id"] for e in seeds)],
@@ -230,7 +251,7 @@ class Deciding:
             "mining_split": self.mining.split_name,
             "mining": [_comparison_record(c) for c in mining_cmp],
             "guard": [_comparison_record(c) for c in guard_cmp],
-            "decision": {**decision.record, "planned": self._power(previous), "train_seeds": 1 + len(seeds),
+            "decision": {**decision.record, "planned": self._power(previous, observed), "train_seeds": 1 + len(seeds),
                          "seed_runs": [{"seed": self.config.seed, "eval_run_id": row["eval_run_id"],
                                         "guard_run_id": row.get("guard_run_id")}]
                          + [{k: e.get(k) for k in ("seed", "eval_run_id", "guard_run_id")} for e in seeds]},
@@ -240,9 +261,12 @@ class Deciding:
         accepted = decision.decision in ("continue", "target_met")
         return decision.decision, decision.reason, accepted, comparison
 
-    def _power(self, previous: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def _power(self, previous: Mapping[str, Any], observed: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Before training: the MDE of each metric the decision will test, from the last
-        accepted checkpoint's runs (`planned_mde`), beside its margin."""
+        accepted checkpoint's runs (`planned_mde`, an upper bound that assumes the two
+        checkpoints' errors independent), beside its margin; and, where an earlier
+        decision of this loop compared the metric (`observed`, that iteration's stored
+        comparison), the paired MDE it measured, which counts the correlation."""
         from harness.score.comparison import planned_mde
 
         watched = [(self.suite, previous.get("eval_run_id"), [self.suite.config.main])]
@@ -263,30 +287,56 @@ class Deciding:
                                   cluster_by=suite.config.cluster_by)
                 config = next((m for m in suite.config.metrics if m.name == metric), None)
                 margin = resolve_margin(config.margin if config else None, scores[metric] or 0.0)
-                out.append({"suite": suite.name, "metric": metric, "guard": suite is self.guard,
-                            "mde": mde, "margin": margin, "n": run.n_samples})
+                entry = {"suite": suite.name, "metric": metric, "guard": suite is self.guard,
+                         "mde": mde, "margin": margin, "n": run.n_samples}
+                paired = _observed_mde(observed, "guard" if suite is self.guard else "metrics", metric)
+                if paired is not None:
+                    entry |= {"paired_mde": paired, "paired_from": observed["iteration"]}  # type: ignore[index]
+                out.append(entry)
         return out
 
-    def _power_lines(self, previous: Mapping[str, Any]) -> list[tuple[str, bool]]:
-        """What the decision can detect, and a warning where the suite is too small for it."""
+    def _power_lines(
+        self, previous: Mapping[str, Any], observed: Mapping[str, Any] | None = None
+    ) -> list[tuple[str, bool]]:
+        """What the decision can detect, and a warning where the suite is too small for it.
+        The paired MDE an earlier decision measured is the figure to judge by; before the
+        first decision there is only the independent-errors bound, which a fine-tune's
+        correlated errors usually beat by far (perplexity most of all), so it warns
+        without predicting the outcome."""
         lines = []
-        for p in self._power(previous):
+        for p in self._power(previous, observed):
             if p["mde"] is None:
                 continue
             where = f"{p['suite']} {p['metric']} ({p['n']} samples)"
+            paired = p.get("paired_mde")
+            if paired is not None:
+                mde, basis = paired, (f"paired, as measured at iteration {p['paired_from']}; "
+                                      f"the independent-errors bound is {p['mde']:.3g}")
+            else:
+                mde, basis = p["mde"], "an upper bound: errors assumed independent"
             lines.append((
-                f"power: {where} detects a change of {p['mde']:.3g} at alpha {self.config.alpha:g} with power 0.8 "
-                f"(an upper bound); margin {p['margin']:.3g}", False,
+                f"power: {where} detects a change of {mde:.3g} at alpha {self.config.alpha:g} with power 0.8 "
+                f"({basis}); margin {p['margin']:.3g}", False,
             ))
-            if p["mde"] > p["margin"] and p["guard"]:
+            if mde <= p["margin"]:
+                continue
+            if p["guard"] and paired is not None:
                 lines.append((
                     f"the guard {where} is too small to show non-inferiority within its margin {p['margin']:.3g} "
-                    f"(MDE {p['mde']:.3g}): unless the checkpoints' errors correlate strongly, expect a rollback; "
-                    "give the guard more samples or a wider `margin:`", True,
+                    f"(paired MDE {mde:.3g} at iteration {p['paired_from']}): a guard that stays level will most "
+                    "likely roll the loop back, one that clearly improves can still pass; give the guard more "
+                    "samples or a wider `margin:`", True,
                 ))
-            elif p["mde"] > p["margin"]:
+            elif p["guard"]:
                 lines.append((
-                    f"{where} cannot detect a gain of its margin {p['margin']:.3g} (MDE {p['mde']:.3g}): gains "
+                    f"the guard {where} may be too small to show non-inferiority within its margin "
+                    f"{p['margin']:.3g} (MDE bound {mde:.3g}): the paired comparison is tighter as far as the "
+                    "checkpoints' errors correlate, and is measured at the first decision; if the guard rolls "
+                    "the loop back, give it more samples or a wider `margin:`", True,
+                ))
+            else:
+                lines.append((
+                    f"{where} cannot detect a gain of its margin {p['margin']:.3g} (MDE {mde:.3g}): gains "
                     "below the MDE will read as underpowered; give the suite more samples", True,
                 ))
         return lines

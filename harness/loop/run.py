@@ -247,7 +247,7 @@ class _Loop(Deciding):
             self._update(loop_id, i, step="data", manifest_hash=manifest)
             row = self._stored(loop_id, i)
         if row["step"] == "data":
-            for line, warn in self._power_lines(previous):
+            for line, warn in self._power_lines(previous, self._last_decided(loop_id, i)):
                 self.reporter.log(f"[yellow]warning:[/] {line}" if warn else line)
             training_id, checkpoint, checkpoint_hash = self._train(loop_id, i, previous, row["manifest_hash"])
             extra = []  # the other training seeds: kept beside the checkpoint for the decision

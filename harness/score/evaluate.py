@@ -25,7 +25,7 @@ from harness.components.contracts import Backend
 from harness.components.plugin_manager import Plugins
 from harness.errors import ConfigError
 from harness.generate.backends import load_backend
-from harness.generate.cache import DEFAULT_CHUNK, generate_with_cache, loglikelihoods_with_cache, make_jobs
+from harness.generate.cache import generate_with_cache, loglikelihoods_with_cache, make_jobs
 from harness.generate.executors import Executor
 from harness.progress import NullReporter, Reporter
 from harness.score.scoring import (
@@ -40,7 +40,7 @@ from harness.store import runs as run_store
 from harness.store.core import utcnow
 from harness.store.generations import load_generations
 from harness.suite.load import Suite
-from harness.types import GenerationConfig, Item, ModelSpec
+from harness.types import DEFAULT_CHUNK, GenerationConfig, Item, ModelSpec
 
 
 @dataclass

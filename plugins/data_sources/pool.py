@@ -6,7 +6,9 @@ draws the same number of rows uniformly instead (seeded): the baseline that show
 whether targeting helps; `selection: random_on_task` draws them uniformly from the rows
 of the suite's own task (their instruction is one the suite's samples use), without
 looking at the failures: the control that shows whether the clusters add anything
-beyond finding the task. Either way a row whose input is an eval input is never chosen.
+beyond finding the task. `explore: 0.5` (with targeted) draws half of each cluster's
+rows that way and aims the other half. Either way a row whose input is an eval input is
+never chosen.
 
 A pool that mixes tasks (it holds rows whose instruction is none of the suite's) is
 compared by task as well: the instruction becomes part of what is matched, on both
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness import DataSource, Suite, TrainingExample, hookimpl
@@ -58,6 +61,10 @@ class PoolArgs(BaseModel):
     include_instruction: bool | None = None
     """Compare instructions too. Default (None): yes when the pool mixes tasks (holds
     rows of other tasks than the suite's), else only the input and output."""
+    explore: float = Field(0.0, ge=0.0, le=1.0)
+    """With selection targeted: the share of each cluster's rows drawn uniformly among
+    the rows of the suite's own task instead of aimed at the cluster (a uniform share
+    keeps covering the task while the rest goes after the failures)."""
 
     def lexical(self, mixed: bool = False) -> LexicalSettings:
         include = mixed if self.include_instruction is None else self.include_instruction
@@ -98,10 +105,12 @@ class PoolSource(DataSource):
                 for i in random_rows(request, pool, request.budget, among=pool.on_task(task))
             ]
         else:
+            on_task = pool.on_task(task)
+            explored = min(round(a.explore * request.budget), len(on_task))
             neighbours = nearest_rows(
                 request,
                 pool,
-                request.budget,
+                request.budget - explored,
                 candidate_factor=a.candidate_factor,
                 ranking=a.ranking,
                 lexical=a.lexical(mixed=pool.mixes_tasks(task)),
@@ -118,6 +127,10 @@ class PoolSource(DataSource):
                 )
                 for n in neighbours
             ]
+            if explored:
+                taken = np.array([n.index for n in neighbours], dtype=int)
+                among = np.setdiff1d(on_task, taken, assume_unique=True)
+                picks += [(i, {"selection": "explore"}) for i in random_rows(request, pool, explored, among=among)]
         out = []
         for index, extra in picks:
             row = pool.rows[index]

@@ -27,12 +27,13 @@ from typing import Any
 
 from harness import hookimpl
 from harness.plugins.backends.hf.backend import HFBackend, HFOptions
-from harness.plugins.backends.hf.devices import CPU_BATCH_SIZE, bytes_per_row, fit_batch_size
+from harness.plugins.backends.hf.devices import CPU_MAX_BATCH, CPU_MEMORY_SHARE, bytes_per_row, fit_batch_size
 from harness.plugins.backends.hf.prefill import BatchCounts, SharedPrefill
 from harness.plugins.backends.hf.sampling import PerRowSampler
 
 __all__ = [
-    "CPU_BATCH_SIZE",
+    "CPU_MAX_BATCH",
+    "CPU_MEMORY_SHARE",
     "BatchCounts",
     "HFBackend",
     "HFOptions",

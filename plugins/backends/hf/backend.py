@@ -46,7 +46,8 @@ class HFOptions(BaseModel):
 
     batch_size: int | Literal["auto"] = Field(
         "auto",
-        description="Prompts per batch; auto = 32 on CPU, on GPU the largest that fits in free memory.",
+        description="Prompts per batch; auto = the largest that fits in free memory (on CPU a quarter "
+        "of the available RAM, at most 256 rows).",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto",
@@ -125,8 +126,10 @@ class HFBackend(BatchedGeneration, Backend):
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._model: Any = None  # loaded on first use: a run served from the cache never loads it
-        self._auto_gpu_batch = opts.batch_size == "auto" and self.device.type == "cuda"
-        self.batch_size: int | None = None if self._auto_gpu_batch else initial_batch_size(opts.batch_size)
+        self._auto_batch = opts.batch_size == "auto"
+        self.batch_size: int | None = (
+            None if opts.batch_size == "auto" else initial_batch_size(opts.batch_size)
+        )
         """Rows per batch; with auto on a GPU, decided at each call from the free memory."""
         self._fits_tokens: int | None = None
         """Rows x tokens of the last batch that had to be halved to fit (auto on GPU)."""

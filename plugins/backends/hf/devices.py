@@ -52,18 +52,25 @@ def pick_dtype(requested: str, device: Any) -> Any:
     return torch.float32
 
 
-CPU_BATCH_SIZE = 32
-"""The auto batch size on CPU. bench/generation.py (greedy, 64 dictionary prompts,
-SmolLM2-135M, fp32, 2 cores, static batches): 40 tok/s at 8, 61 at 16, 88 at 32, 108 at
-64. Past 32 the gain shrinks while memory grows with rows x tokens; see bench/RESULTS.md."""
+CPU_MAX_BATCH = 256
+"""The most rows batch_size=auto takes on CPU. Small batches leave a CPU's matrix units
+idle: the dictionary suite's 200 prompts (SmolLM2-135M, fp32, 2 cores, continuous
+batching) took 51.9 s at 32 rows, 30.2 s at 128 and 23.9 s at 256 (bench/RESULTS.md)."""
+CPU_MEMORY_SHARE = 0.25
+"""Share of the available RAM the batch may take on CPU (training, embedding and the
+rest of the process live beside it)."""
 
 
-def initial_batch_size(requested: int | str) -> int:
-    if isinstance(requested, int):
-        if requested < 1:
-            raise ConfigError(f"batch_size must be at least 1, got {requested}")
-        return requested
-    return CPU_BATCH_SIZE
+def initial_batch_size(requested: int) -> int:
+    if requested < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {requested}")
+    return requested
+
+
+def available_ram() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().available)
 
 
 def fit_batch_size(free_bytes: int, row_bytes: int, *, headroom: float = 0.8, most: int = 1024) -> int:

@@ -37,7 +37,7 @@ class BatchedGeneration:
     options: Any
     stats: dict[str, float]
     batch_size: int | None
-    _auto_gpu_batch: bool
+    _auto_batch: bool
     _fits_tokens: int | None
     _fillable_cache: bool | None
     _stop_criteria: dict[tuple[str, ...], Any]
@@ -240,24 +240,33 @@ class BatchedGeneration:
     def _batch_size_for(self, longest_prompt: int, config: GenerationConfig) -> int:
         """Rows per batch for this call.
 
-        A fixed size (given, or the CPU default) stays as it is, halved for good after an
-        out-of-memory error. With batch_size=auto on a GPU the size comes from the free
-        memory and the longest sequence of the call, capped by the token budget of the
-        last batch that had to be halved (the largest that is known to fit)."""
-        if not self._auto_gpu_batch:
+        A fixed size stays as it is, halved for good after an out-of-memory error. With
+        batch_size=auto the size comes from the free memory and the longest sequence of
+        the call: on a GPU capped by the token budget of the last batch that had to be
+        halved (the largest that is known to fit); on CPU, where running out of memory
+        ends the process instead of raising, from a quarter of the available RAM and at
+        most CPU_MAX_BATCH rows."""
+        if not self._auto_batch:
             assert self.batch_size is not None
             return self.batch_size
         tokens = longest_prompt + config.max_new_tokens
         model = self.model  # loaded first: the weights' memory is not free any more
-        size = fit_batch_size(devices.free_gpu_bytes(self.device), bytes_per_row(model.config, tokens, self.dtype))
+        free, share, most = self._batch_memory()
+        size = fit_batch_size(free, bytes_per_row(model.config, tokens, self.dtype), headroom=share, most=most)
         if self._fits_tokens is not None:
             size = min(size, max(1, self._fits_tokens // tokens))
         self.batch_size = size
         return size
 
+    def _batch_memory(self) -> tuple[int, float, int]:
+        """(bytes free, the share of them a batch may take, the most rows) on this device."""
+        if self.device.type == "cuda":
+            return devices.free_gpu_bytes(self.device), 0.8, 1024
+        return devices.available_ram(), devices.CPU_MEMORY_SHARE, devices.CPU_MAX_BATCH
+
     def _remember_fit(self, size: int, tokens: int) -> None:
         self.batch_size = size
-        if self._auto_gpu_batch:
+        if self._auto_batch:
             self._fits_tokens = size * tokens
 
     def _generate_batch(

@@ -210,6 +210,20 @@ class Cluster:
         return len(self.members)
 
 
+@dataclass(frozen=True)
+class ClusterChange:
+    """What became of a cluster from one clustering (of the previous iteration) to the next."""
+
+    previous_cluster: int | None
+    cluster_id: int | None
+    previous_size: int | None
+    size: int | None
+    still_failing: int | None
+    overlap: float
+    change: str
+    """appeared | vanished | shrank | grew | unchanged"""
+
+
 @dataclass(frozen=True, slots=True)
 class TrainingOutcome:
     """Everything the store records about one training run."""

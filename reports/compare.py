@@ -38,7 +38,7 @@ from harness import (
     format_value,
     hookimpl,
 )
-from harness.reports.run import OUTPUT_CHARS, format_duration, highlighted, model_label
+from harness.reports._shared import OUTPUT_CHARS, format_duration, highlighted, model_label
 
 _TONES = {
     "better": "good",

@@ -33,7 +33,7 @@ from harness import (
     format_value,
     hookimpl,
 )
-from harness.reports.run import format_duration
+from harness.reports._shared import format_duration
 
 _DECISION_TONES = {
     "baseline": "neutral",

@@ -19,7 +19,6 @@ from harness import (
     Column,
     CorpusScore,
     Document,
-    Highlight,
     IssueExample,
     KeyValues,
     Notice,
@@ -39,9 +38,7 @@ from harness import (
     hookimpl,
     planned_mde,
 )
-
-OUTPUT_CHARS = 600
-"""Longest stretch of an output a record shows (around its first highlighted span)."""
+from harness.reports._shared import OUTPUT_CHARS, format_duration, highlighted, model_label
 
 
 class RunReport(ReportView):
@@ -167,15 +164,8 @@ class RunReport(ReportView):
 
 
 # ---------------------------------------------------------------------------
-# Pieces (shared with the compare view)
+# Pieces
 # ---------------------------------------------------------------------------
-
-
-def model_label(info: RunInfo) -> str:
-    label = info.model_path
-    if info.adapter_path:
-        label += f" + {info.adapter_path}"
-    return label
 
 
 def status_notices(info: RunInfo, n_errors: int) -> list[Notice]:
@@ -249,24 +239,13 @@ def header_items(info: RunInfo, n_errors: int, *, verbose: bool = True) -> list[
     return items
 
 
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
-
-
 def metric_name(name: str, higher_is_better: bool, main: str) -> str:
     return f"{name} {'↑' if higher_is_better else '↓'}" + (" (main)" if name == main else "")
 
 
 def resampled_units(queries: Queries, info: Any) -> str:
     """What the run's bootstrap resampled: 'samples' or '35 clusters (by group)'."""
-    ids = queries.store.query("SELECT sample_id FROM samples WHERE run_id = ?", [info.run_id])
-    labels = queries.sample_clusters(info.run_id, [r["sample_id"] for r in ids], info.cluster_by)
+    labels = queries.sample_clusters(info.run_id, queries.sample_ids(info.run_id), info.cluster_by)
     groups = int(labels.max()) + 1 if len(labels) else 0
     if groups >= len(labels):
         return "samples"
@@ -350,16 +329,6 @@ def detector_table(detectors: Sequence[Any]) -> Table:
 
 def severity_tone(severity: float, threshold: float | None) -> Any:
     return "bad" if threshold is not None and severity >= threshold else "warn"
-
-
-def highlighted(output: str | None, spans: Sequence[tuple[int | None, int | None, str]]) -> Text:
-    """An output with evidence spans marked, cut to a readable length around them."""
-    if output is None:
-        return Text("(no output stored)", kind="muted")
-    marks = tuple(
-        Highlight(s, e, m) for s, e, m in spans if s is not None and e is not None and e > s
-    )
-    return Text(output, marks, kind="output").excerpt(OUTPUT_CHARS)
 
 
 def issue_record(example: IssueExample, threshold: float | None) -> Record:

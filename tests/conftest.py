@@ -12,7 +12,8 @@ TESTS = Path(__file__).parent
 
 def pytest_configure(config: pytest.Config) -> None:
     # Keep converted models and hash caches of tests out of the user's ~/.cache.
-    home = config.cache.mkdir("harness-home") if config.cache else Path("/tmp/harness-test-home")
+    cache = getattr(config, "cache", None)  # absent under -p no:cacheprovider
+    home = cache.mkdir("harness-home") if cache else Path("/tmp/harness-test-home")
     os.environ["HARNESS_HOME"] = str(home)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

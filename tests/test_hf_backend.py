@@ -12,7 +12,14 @@ import torch
 from harness.components.plugin_manager import load_plugins
 from harness.errors import ConfigError, NotFoundError
 from harness.plugins.backends import hf
-from harness.plugins.backends.hf import SharedPrefill, bytes_per_row, fit_batch_size
+from harness.plugins.backends.hf import (
+    SharedPrefill,
+    bytes_per_row,
+    devices,
+    fit_batch_size,
+    generation,
+    prefill,
+)
 from harness.score.evaluate import evaluate, load_backend
 from harness.suite.load import load_suite
 from harness.types import GenerationConfig, ModelSpec
@@ -201,10 +208,10 @@ def test_shared_prefill_gives_the_logits_of_an_ordinary_batch(tiny_model_dir, pl
     plan = SharedPrefill.plan(batch)
     assert plan is not None and plan.prefix > 0 and plan.saved > 0
     with torch.inference_mode():
-        ids, mask = hf._layout(batch, 0, pad)
+        ids, mask = prefill.layout(batch, 0, pad)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         expected = b.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1]
-        ids, mask = hf._layout(batch, plan.prefix, pad)
+        ids, mask = prefill.layout(batch, plan.prefix, pad)
         cache = plan.prefill(b.model, ids, mask)
         assert cache.get_seq_length() == plan.width - 1
         last = (mask.sum(-1, keepdim=True) - 1)  # the position of each row's last token
@@ -249,10 +256,10 @@ def test_a_shared_prefill_plan() -> None:
 
 
 def test_layout_keeps_the_shared_prefix_in_the_first_columns() -> None:
-    ids, mask = hf._layout([[5, 6, 7, 8], [5, 6, 9]], prefix=2, pad_id=0)
+    ids, mask = prefill.layout([[5, 6, 7, 8], [5, 6, 9]], prefix=2, pad_id=0)
     assert ids.tolist() == [[5, 6, 7, 8], [5, 6, 0, 9]]
     assert mask.tolist() == [[1, 1, 1, 1], [1, 1, 0, 1]]
-    ids, mask = hf._layout([[5, 6, 7, 8], [5, 6, 9]], prefix=0, pad_id=0)
+    ids, mask = prefill.layout([[5, 6, 7, 8], [5, 6, 9]], prefix=0, pad_id=0)
     assert ids.tolist() == [[5, 6, 7, 8], [0, 5, 6, 9]]  # plain left padding
 
 
@@ -284,7 +291,7 @@ def test_rows_that_finish_leave_the_batch_and_outputs_stay_the_same(
 ) -> None:
     one = backend(tiny_model_dir, plugins, batch_size=1, continuous=False)
     stops = _early_stops(one, CONTINUOUS[2:3], [1])  # "Hello" -> "Found": a row that ends at once
-    monkeypatch.setattr(hf, "_eos_ids", lambda tokenizer, model: [tokenizer.eos_token_id, *stops])
+    monkeypatch.setattr(generation, "eos_token_ids", lambda tokenizer, model: [tokenizer.eos_token_id, *stops])
     seeds = list(range(3, 3 + len(CONTINUOUS)))
     alone = one.generate(CONTINUOUS, config, seeds=seeds)
     static = backend(tiny_model_dir, plugins, batch_size=3, continuous=False)
@@ -410,13 +417,13 @@ def test_auto_batch_on_cpu_takes_a_quarter_of_the_free_ram_up_to_its_cap(
     prompts = PROMPTS + SHARED
     longest = max(len(b.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
     row = bytes_per_row(b.model.config, longest + 4, b.dtype)
-    monkeypatch.setattr(hf, "_available_ram", lambda: int(row * 12 / hf.CPU_MEMORY_SHARE))  # 12 rows
+    monkeypatch.setattr(devices, "available_ram", lambda: int(row * 12 / hf.CPU_MEMORY_SHARE))  # 12 rows
     calls: list[int] = []
     _fail_above(b, 1000, calls)
     expected = backend(tiny_model_dir, plugins, batch_size=1).generate(prompts, config)
     assert [c.text for c in b.generate(prompts, config)] == [c.text for c in expected]
     assert b.batch_size == 8 and calls[0] == 8  # 12 rows fit: the power of two below
-    monkeypatch.setattr(hf, "_available_ram", lambda: 10**15)
+    monkeypatch.setattr(devices, "available_ram", lambda: 10**15)
     b.generate(prompts, config)
     assert b.batch_size == hf.CPU_MAX_BATCH
 

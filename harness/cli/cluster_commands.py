@@ -45,7 +45,9 @@ def clusters_command(
     --recluster, or other --featurizer/--clusterer settings, to cluster again).
     """
     from harness.cluster.clustering import cluster_run, latest_clustering, load_clusters
+    from harness.store.clusters import cluster_changes, clustering_record
     from harness.store.queries import Queries
+    from harness.store.runs import sample_outputs
 
     with state.writer() as store:
         run_id = Queries(store).resolve(run)
@@ -67,21 +69,10 @@ def clusters_command(
         else:
             clustering_id = existing
         clusters = load_clusters(store, clustering_id)
-        info = store.query("SELECT * FROM clusterings WHERE clustering_id = ?", [clustering_id])[0]
-        changes = store.query(
-            "SELECT * FROM cluster_changes WHERE clustering_id = ? ORDER BY previous_cluster NULLS LAST, cluster_id",
-            [clustering_id],
-        )
+        info = clustering_record(store, clustering_id)
+        changes = cluster_changes(store, clustering_id)
         sample_ids = sorted({m for c in clusters for m in c.examples[:examples]})
-        texts = {
-            row["sample_id"]: row
-            for row in store.query(
-                "SELECT s.sample_id, s.input, s.refs, g.text FROM samples s "
-                "JOIN run_generations rg USING (run_id, sample_id) JOIN generations g USING (cache_key) "
-                "WHERE s.run_id = ? AND rg.draw = 0 AND list_contains(?, s.sample_id)",
-                [run_id, sample_ids],
-            )
-        }
+        texts = {row["sample_id"]: row for row in sample_outputs(store, run_id, sample_ids)}
 
     if as_json:
         click.echo(json.dumps(_as_json(run_id, info, clusters, changes, texts, examples), indent=2, default=str))

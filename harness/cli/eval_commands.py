@@ -246,20 +246,10 @@ def _finish_run(
 @pass_state
 def runs_command(state: CliState, suite: str | None, limit: int, as_json: bool) -> None:
     """List evaluation runs, newest first."""
+    from harness.store.queries import Queries
+
     with state.reader() as store:
-        rows = store.query(
-            """
-            SELECT r.run_id, r.suite_name, r.suite_version, r.model_path, r.adapter_path, r.status,
-                   r.n_samples, r.main_metric, c.value AS main_value, r.label, r.started_at, r.split,
-                   epoch(r.finished_at) - epoch(r.started_at) AS seconds,
-                   (SELECT count(*) FROM failures f WHERE f.run_id = r.run_id) AS failures
-            FROM runs r
-            LEFT JOIN corpus_scores c ON c.run_id = r.run_id AND c.metric = r.main_metric
-            WHERE ? IS NULL OR r.suite_name = ?
-            ORDER BY r.run_id DESC LIMIT ?
-            """,
-            [suite, suite, limit],
-        )
+        rows = Queries(store).run_rows(suite=suite, limit=limit)
     if as_json:
         click.echo(json.dumps(rows, default=str, indent=2))
         return

@@ -243,14 +243,14 @@ def sql_command(state: CliState, query: str, as_json: bool, as_csv: bool, max_ro
     Tables and columns: docs/schema.md, or `harness sql "DESCRIBE runs"`.
     """
     from harness.errors import ConfigError
-    from harness.store.queries import Queries
+    from harness.store.sandbox import read_only_sql
 
     if as_json and as_csv:
         raise ConfigError("choose one of --json and --csv")
     if query == "-":
         query = sys.stdin.read()
     with state.reader() as store:
-        table = Queries(store).sql(query)
+        table = read_only_sql(store, query)
     columns = table.column_names
     rows = table.to_pylist()
     if as_json:

@@ -30,6 +30,7 @@ from harness.data.datasets import cluster_counts, clustering_of, describe_counts
 from harness.data.manifests import Manifest, canonical_example, dataset_hash, load_manifest, save_manifest
 from harness.errors import ConfigError, HarnessError, NotFoundError
 from harness.store import Store
+from harness.store.runs import newest_run_with_samples, run_sample_ids
 from harness.suite.load import Suite
 from harness.types import TrainingExample
 
@@ -303,12 +304,7 @@ def _run_for_annotations(store: Store, path: Path) -> int | None:
     )
     if not ids:
         return None
-    found = store.scalar(
-        "SELECT run_id FROM samples WHERE list_contains(?, sample_id) GROUP BY run_id "
-        "HAVING count(DISTINCT sample_id) = ? ORDER BY run_id DESC LIMIT 1",
-        [ids, len(ids)],
-    )
-    return int(found) if found is not None else None
+    return newest_run_with_samples(store, ids)
 
 
 def import_annotations(
@@ -334,7 +330,7 @@ def import_annotations(
         # No run holds these samples: validation then reports each unknown id.
         read_corrections(path, (), f"no run in store {store.path} (pass --run)")
         raise NotFoundError(f"no run in store {store.path} holds the samples of {path}; pass --run")
-    known = [r["sample_id"] for r in store.query("SELECT sample_id FROM samples WHERE run_id = ?", [run_id])]
+    known = run_sample_ids(store, run_id)
     if not known:
         raise NotFoundError(f"no run {run_id} in {store.path}; `harness runs` lists them")
     corrections = read_corrections(path, known, f"run {run_id}")

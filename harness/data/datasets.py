@@ -44,6 +44,8 @@ from harness.errors import ConfigError, HarnessError, NotFoundError, PluginError
 from harness.generate.backends import load_backend
 from harness.progress import NullReporter, Reporter
 from harness.store import Store
+from harness.store.clusters import clustered_run, continued_clusters
+from harness.store.runs import run_sample_rows, run_suite_source
 from harness.suite.files import validate_args
 from harness.suite.load import Suite, builtin_suites, load_suite
 from harness.types import Sample, TrainingExample
@@ -104,12 +106,7 @@ def cluster_weights(store: Store, clustering_id: int, parent: Manifest | None) -
     if parent is None or parent.clustering_id is None:
         return {}
     given = Counter(row.cluster for row in parent.added if row.cluster is not None)
-    changes = store.query(
-        "SELECT previous_cluster, cluster_id, previous_size, still_failing FROM cluster_changes "
-        "WHERE clustering_id = ? AND previous_clustering = ? AND cluster_id IS NOT NULL "
-        "AND previous_cluster IS NOT NULL ORDER BY cluster_id",
-        [clustering_id, parent.clustering_id],
-    )
+    changes = continued_clusters(store, clustering_id, parent.clustering_id)
     weights = {}
     for change in changes:
         rows, size, still = given[change["previous_cluster"]], change["previous_size"], change["still_failing"]
@@ -128,10 +125,9 @@ def load_run_suite(store: Store, run_id: int) -> tuple[Suite, list[Suite]]:
     the suite file changed since the run, the samples the run actually stored. For a run
     of one split the first is that split alone, so that a data source given it never
     sees the samples of another split."""
-    rows = store.query("SELECT suite_name, suite_path, suite_hash, split FROM runs WHERE run_id = ?", [run_id])
-    if not rows:
+    info = run_suite_source(store, run_id)
+    if info is None:
         raise NotFoundError(f"no run {run_id} in {store.path}; `harness runs` lists them")
-    info = rows[0]
     path = Path(info["suite_path"])
     if path.is_file():
         suite = load_suite(path)
@@ -143,10 +139,7 @@ def load_run_suite(store: Store, run_id: int) -> tuple[Suite, list[Suite]]:
         )
     stored = [
         Sample(id=r["sample_id"], instruction=r["instruction"], input=r["input"], references=tuple(r["refs"]))
-        for r in store.query(
-            "SELECT sample_id, instruction, input, refs FROM samples WHERE run_id = ? ORDER BY position",
-            [run_id],
-        )
+        for r in run_sample_rows(store, run_id)
     ]
     own = suite.split(info["split"]) if info["split"] else suite
     known = {(s.id, s.instruction, s.input, s.references) for s in suite.samples}
@@ -395,7 +388,7 @@ def clustering_of(store: Store, run_id: int, clustering_id: int | None) -> int:
                 "clusters it first (or call harness.cluster.clustering.cluster_run)"
             )
         return int(latest)
-    owner = store.scalar("SELECT run_id FROM clusterings WHERE clustering_id = ?", [clustering_id])
+    owner = clustered_run(store, clustering_id)
     if owner is None:
         raise NotFoundError(f"no clustering {clustering_id} in {store.path}")
     if owner != run_id:

@@ -22,10 +22,10 @@ from harness.store import Store
 from harness.store.generations import (
     cached_loglikelihoods,
     existing_keys,
-    link_generations,
+    link_cached_generations,
     linked_draws,
-    save_generations,
     save_loglikelihoods,
+    save_shard,
 )
 from harness.types import DEFAULT_CHUNK, GenerationConfig
 
@@ -98,8 +98,7 @@ def generate_with_cache(
     cached_keys = existing_keys(store, "generations", [job.key for job in pending])
     from_cache = [job for job in pending if job.key in cached_keys]
     if from_cache:
-        with store.transaction() as con:
-            link_generations(con, run_id, _linked(from_cache), cached=True)
+        link_cached_generations(store, run_id, _linked(from_cache))
     missing = [job for job in pending if job.key not in cached_keys]
     # Similar lengths share chunks (and so batches): less padding.
     missing.sort(key=lambda job: (job.config.model_dump_json(), len(job.prompt)))
@@ -120,9 +119,7 @@ def generate_with_cache(
                             f"shard {shard.index} came back with {len(keys)} generations that do not "
                             f"match the {len(chunk)} prompts sent"
                         )
-                    with store.transaction() as con:
-                        save_generations(con, table, backend.checkpoint_hash)
-                        link_generations(con, run_id, _linked(chunk), cached=False)
+                    save_shard(store, run_id, table, backend.checkpoint_hash, _linked(chunk))
     return len(missing), len(from_cache)
 
 

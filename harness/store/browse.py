@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.store.clusters import latest_clustering
 from harness.store.core import Store
 
 PAGE_SIZE = 50
@@ -140,6 +141,12 @@ class Browse:
             or 0
         )
 
+    def previous_run(self, run_id: int, suite_name: str) -> int | None:
+        """The run of the same suite just before `run_id`; None when it is the first."""
+        return self.store.scalar(
+            "SELECT max(run_id) FROM runs WHERE suite_name = ? AND run_id < ?", [suite_name, run_id]
+        )
+
     def other_runs(self, run_id: int, sample_id: str) -> list[dict[str, Any]]:
         """Every other run that has this sample, with its main-metric value there."""
         return self.store.query(
@@ -161,9 +168,7 @@ class Browse:
     # -- samples --------------------------------------------------------------
 
     def latest_clustering(self, run_id: int) -> int | None:
-        return self.store.scalar(
-            "SELECT max(clustering_id) FROM clusterings WHERE run_id = ?", [run_id]
-        )
+        return latest_clustering(self.store, run_id)
 
     def sample_facets(self, run_id: int) -> dict[str, list[Any]]:
         """Tags, detectors, metrics and clusters of a run (for the filter form)."""

@@ -39,6 +39,23 @@ def linked_draws(store: Store, run_id: int) -> set[tuple[str, int]]:
     }
 
 
+def link_cached_generations(store: Store, run_id: int, jobs: Sequence[tuple[str, int, str]]) -> None:
+    """Link generations the cache already holds to a run, in one transaction: `jobs` are
+    (sample id, draw, cache key)."""
+    with store.transaction() as con:
+        link_generations(con, run_id, jobs, cached=True)
+
+
+def save_shard(
+    store: Store, run_id: int, table: pa.Table, checkpoint_hash: str, jobs: Sequence[tuple[str, int, str]]
+) -> None:
+    """A finished shard, in one transaction (one shard = one commit): its generations
+    (`SHARD_SCHEMA`), and their links to the run (`jobs`, as for `link_cached_generations`)."""
+    with store.transaction() as con:
+        save_generations(con, table, checkpoint_hash)
+        link_generations(con, run_id, jobs, cached=False)
+
+
 def link_generations(
     con: DuckDBPyConnection, run_id: int, jobs: Sequence[tuple[str, int, str]], *, cached: bool
 ) -> None:

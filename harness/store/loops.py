@@ -18,6 +18,22 @@ from harness.store.core import Store, utcnow
 from harness.store.reader import LATEST, StoreReader
 from harness.store.results import IterationInfo, LoopInfo
 
+ITERATION_JSON_COLUMNS = ("checkpoint", "comparison", "cost")
+"""The columns of `iterations` stored as JSON text."""
+
+
+def decode_iteration(row: dict[str, Any], *, empty_when_missing: bool = False) -> dict[str, Any]:
+    """An `iterations` row with its JSON columns decoded, in place: what the loop resumes
+    from (`iteration_row`) and what reports read (`LoopQueries.iterations`). A column
+    that holds nothing stays None, or becomes {} with `empty_when_missing`."""
+    for key in ITERATION_JSON_COLUMNS:
+        raw = row.get(key)
+        if isinstance(raw, str):
+            row[key] = json.loads(raw)
+        elif empty_when_missing and not raw:
+            row[key] = {}
+    return row
+
 
 class LoopQueries(StoreReader):
     """Read-only questions about loops; `Queries` answers them with the rest."""
@@ -110,9 +126,7 @@ class LoopQueries(StoreReader):
         out = []
         known = IterationInfo.__dataclass_fields__
         for row in rows:
-            for key in ("checkpoint", "comparison", "cost"):
-                raw = row.get(key)
-                row[key] = json.loads(raw) if isinstance(raw, str) else (raw or {})
+            decode_iteration(row, empty_when_missing=True)
             row["main_ci"] = (row.pop("main_low"), row.pop("main_high"))
             if row.get("mining_run_id") is None:
                 row["mining_failing"] = None
@@ -177,11 +191,7 @@ def iteration_row(store: Store, loop_id: int, iteration: int) -> dict[str, Any] 
     rows = store.query("SELECT * FROM iterations WHERE loop_id = ? AND iteration = ?", [loop_id, iteration])
     if not rows:
         return None
-    row = rows[0]
-    for key in ("checkpoint", "comparison", "cost"):
-        if isinstance(row.get(key), str):
-            row[key] = json.loads(row[key])
-    return row
+    return decode_iteration(rows[0])
 
 
 def start_iteration(store: Store, loop_id: int, iteration: int, checkpoint: Mapping[str, Any]) -> None:

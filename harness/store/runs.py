@@ -1,4 +1,6 @@
-"""Writing evaluation runs: their header, samples, results, errors and status."""
+"""Evaluation runs in the store: writing their header, samples, results, errors and
+status, and the few facts about a stored run that the later stages read back (its
+suite, its main metric, its samples)."""
 
 from __future__ import annotations
 
@@ -162,6 +164,66 @@ def finish_run(
             "WHERE run_id = ?",
             [status, error, utcnow(), generation_s, scoring_s, run_id],
         )
+
+
+# -- what the later stages read back ---------------------------------------------------
+
+
+def run_exists(store: Store, run_id: int) -> bool:
+    return bool(store.scalar("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]))
+
+
+def run_main_metric(store: Store, run_id: int) -> str | None:
+    """The name of the run's main metric; None when there is no such run."""
+    return store.scalar("SELECT main_metric FROM runs WHERE run_id = ?", [run_id])
+
+
+def run_suite_name(store: Store, run_id: int) -> str | None:
+    """The name of the suite the run evaluated; None when there is no such run."""
+    return store.scalar("SELECT suite_name FROM runs WHERE run_id = ?", [run_id])
+
+
+def run_suite_source(store: Store, run_id: int) -> dict[str, Any] | None:
+    """Where the run's suite came from: its suite_name, suite_path, suite_hash and split;
+    None when there is no such run."""
+    rows = store.query("SELECT suite_name, suite_path, suite_hash, split FROM runs WHERE run_id = ?", [run_id])
+    return rows[0] if rows else None
+
+
+def run_sample_rows(store: Store, run_id: int) -> list[dict[str, Any]]:
+    """The sample_id, instruction, input and refs of every sample the run stored, in suite order."""
+    return store.query(
+        "SELECT sample_id, instruction, input, refs FROM samples WHERE run_id = ? ORDER BY position",
+        [run_id],
+    )
+
+
+def run_sample_ids(store: Store, run_id: int) -> list[str]:
+    """The ids of the run's samples, in suite order (empty when there is no such run)."""
+    return [
+        r["sample_id"]
+        for r in store.query("SELECT sample_id FROM samples WHERE run_id = ? ORDER BY position", [run_id])
+    ]
+
+
+def sample_outputs(store: Store, run_id: int, sample_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The sample_id, input, refs and first output (`text`) of the given samples of a run."""
+    return store.query(
+        "SELECT s.sample_id, s.input, s.refs, g.text FROM samples s "
+        "JOIN run_generations rg USING (run_id, sample_id) JOIN generations g USING (cache_key) "
+        "WHERE s.run_id = ? AND rg.draw = 0 AND list_contains(?, s.sample_id)",
+        [run_id, list(sample_ids)],
+    )
+
+
+def newest_run_with_samples(store: Store, sample_ids: Sequence[str]) -> int | None:
+    """The newest run that holds every one of `sample_ids`; None when none does."""
+    found = store.scalar(
+        "SELECT run_id FROM samples WHERE list_contains(?, sample_id) GROUP BY run_id "
+        "HAVING count(DISTINCT sample_id) = ? ORDER BY run_id DESC LIMIT 1",
+        [list(sample_ids), len(sample_ids)],
+    )
+    return int(found) if found is not None else None
 
 
 def _jsonable(value: Any) -> Any:

@@ -2,12 +2,13 @@
 
 The fine-tuning the built-in trainers share, by job: `launch` (which process this is),
 `args` (the shared arguments), `encoding` (rows as model inputs), `engine` (the training
-run, `InstructionTuner`) and `hf` (the transformers / TRL / peft side); and `runs`, the
-one train-and-record path that `harness train` and the loop share."""
+run, `InstructionTuner`), `adapters` (continuing an adapter), `output_dir` (checkpoints,
+resuming and the final model) and `hf` (the transformers / TRL / peft side); and `runs`,
+the one train-and-record path that `harness train` and the loop share."""
 
 from harness.train.args import TrainingArgs
 from harness.train.encoding import IGNORE_INDEX, encode_examples, prompt_renderer, split_validation
-from harness.train.engine import InstructionTuner, check_output_dir, prepare
+from harness.train.engine import InstructionTuner, prepare
 from harness.train.hf import _plain_causal_lm, quiet_peft_version_skew
 from harness.train.launch import (
     _accelerator_available,
@@ -16,6 +17,7 @@ from harness.train.launch import (
     is_main_process,
     process_count,
 )
+from harness.train.output_dir import check_output_dir
 from harness.types import TrainingOutcome
 
 __all__ = [

@@ -38,13 +38,14 @@ Every trainer (`lora`, `ia3`, `full`) runs the same engine, `InstructionTuner.tr
 
 transformers, TRL and peft are imported on first use, never at import time: the plugin
 manager imports every built-in trainer module whenever it starts.
+
+The output directory (checkpoints, resuming, the final model) is `output_dir`'s, and
+continuing an existing adapter `adapters`'.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -57,6 +58,7 @@ from harness.components.contracts import Progress, Trainer
 from harness.errors import ConfigError, TrainingError
 from harness.generate import checkpoints
 from harness.suite.prompts import PromptConfig
+from harness.train.adapters import peft_summary, with_existing_adapter
 from harness.train.args import TrainingArgs
 from harness.train.encoding import encode_examples, prompt_renderer, split_validation
 from harness.train.hf import (
@@ -67,16 +69,11 @@ from harness.train.hf import (
     quiet_peft_version_skew,
 )
 from harness.train.launch import DDP_TIMEOUT_S, check_launch, cpu_processes, is_main_process
+from harness.train.output_dir import CHECKPOINT_PREFIX, check_output_dir, gathered_state_dict, save_final
 from harness.types import ModelSpec, TrainingExample, TrainingOutcome
-
-_MARKERS = ("adapter_config.json", "config.json")
-"""Files whose presence makes a directory a finished checkpoint; written last."""
-
-_CHECKPOINT_PREFIX = "checkpoint-"
 
 _EXPERT_COUNT_FIELDS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
 """Config fields that make a model a mixture of experts (not every expert runs every step)."""
-
 
 
 class InstructionTuner(Trainer):
@@ -204,14 +201,14 @@ def prepare(
         # what the hf backend reports for the starting checkpoint (base + adapter)
         details["base_hash"] = checkpoints.checkpoint_hash(model_hash, adapter_hash)
     if base.adapter:
-        model = _with_existing_adapter(tuner, model, base.adapter, args, details)
+        model = with_existing_adapter(tuner, model, base.adapter, args, details)
     elif tuner.produces_adapter:
         from peft import get_peft_model
 
         peft_config = tuner.peft_config(model, args)
         with quiet_peft_version_skew():
             model = get_peft_model(model, peft_config)
-        details["peft"] = _peft_summary(peft_config)
+        details["peft"] = peft_summary(peft_config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     details["trainable_parameters"] = trainable
     details["total_parameters"] = sum(p.numel() for p in model.parameters())
@@ -342,10 +339,10 @@ def _run(
     for key, value in prepared.original_config.items():
         setattr(model.config, key, value)
     _require_finite_weights(model, trainer.state.global_step, "the final model", accelerator)
-    state_dict = _gathered_state_dict(trainer)  # FSDP: every process gives its shards
+    state_dict = gathered_state_dict(trainer)  # FSDP: every process gives its shards
     outcome: TrainingOutcome | None = None
     if accelerator.is_main_process:
-        _save_final(
+        save_final(
             model,
             trainer.processing_class,
             output_dir,
@@ -353,7 +350,7 @@ def _run(
             state_dict=state_dict,
         )
         if not args.keep_checkpoints:
-            for old in output_dir.glob(f"{_CHECKPOINT_PREFIX}*"):
+            for old in output_dir.glob(f"{CHECKPOINT_PREFIX}*"):
                 shutil.rmtree(old, ignore_errors=True)
         outcome = _outcome(tuner, base, output_dir, args, prepared, resume_from, started)
     if accelerator.num_processes == 1:
@@ -414,126 +411,6 @@ def _outcome(
         truncated_examples=prepared.truncated,
         details=prepared.details,
     )
-
-
-def check_output_dir(output_dir: Path, *, resume: bool) -> Path | None:
-    """The checkpoint to resume from (None: start afresh), or an error when `output_dir`
-    holds a finished model, or checkpoints that `resume` does not ask to continue."""
-    finished = [m for m in _MARKERS if (output_dir / m).is_file()]
-    if finished:
-        raise ConfigError(
-            f"{output_dir} already holds a trained checkpoint ({finished[0]}); train into a new directory"
-        )
-    resume_from = latest_checkpoint(output_dir)
-    if resume_from is not None and not resume:
-        raise ConfigError(
-            f"{output_dir} holds checkpoints of an earlier run (latest: {resume_from.name}); "
-            "pass resume: true to continue it, or train into an empty directory"
-        )
-    return resume_from
-
-
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The newest complete checkpoint (one whose trainer state was written, which happens last)."""
-    found = []
-    for path in Path(output_dir).glob(f"{_CHECKPOINT_PREFIX}*"):
-        suffix = path.name[len(_CHECKPOINT_PREFIX) :]
-        if path.is_dir() and suffix.isdigit() and (path / "trainer_state.json").is_file():
-            found.append((int(suffix), path))
-    return max(found)[1] if found else None
-
-
-def _with_existing_adapter(
-    tuner: InstructionTuner, model: Any, adapter: str, args: TrainingArgs, details: dict[str, Any]
-) -> Any:
-    """Continue training the base's adapter (adapter methods) or merge it (full fine-tuning)."""
-    from peft import PeftModel
-
-    adapter_dir = checkpoints.resolve_adapter_dir(adapter)
-    details["continued_adapter"] = str(adapter_dir)
-    if not tuner.produces_adapter:
-        with quiet_peft_version_skew():
-            return PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
-    wanted = tuner.peft_config(model, args)  # from the plain model, before adapter layers wrap it
-    with quiet_peft_version_skew():
-        model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
-    existing = model.peft_config["default"]
-    if existing.peft_type != wanted.peft_type:
-        raise ConfigError(
-            f"the adapter {adapter_dir} is {existing.peft_type.value}, not what trainer {tuner.name!r} "
-            "trains; use the matching trainer, or train on the base model alone"
-        )
-    for name in tuner.continued_fields:
-        have, want = getattr(existing, name), getattr(wanted, name)
-        if isinstance(have, (set, list, tuple)):
-            have, want = sorted(have), sorted(want or [])
-        if have != want:
-            raise ConfigError(
-                f"the adapter {adapter_dir} has {name}={have!r} but the arguments ask for {want!r}; "
-                f"continuing an adapter keeps its shape, so pass {name}={have!r}"
-            )
-    details["peft"] = _peft_summary(existing)
-    return model
-
-
-def _peft_summary(config: Any) -> dict[str, Any]:
-    summary: dict[str, Any] = {"method": config.peft_type.value}
-    for name in ("target_modules", "feedforward_modules"):
-        value = getattr(config, name, None)
-        if value is not None:
-            summary[name] = sorted(value) if not isinstance(value, str) else value
-    for name in ("r", "lora_alpha", "lora_dropout"):
-        if hasattr(config, name):
-            summary[name] = getattr(config, name)
-    return summary
-
-
-def _gathered_state_dict(trainer: Any) -> dict[str, Any] | None:
-    """The full state dict of a sharded (FSDP) model, gathered from every process (each
-    must call this); None when every process holds whole weights, which save as they are."""
-    from accelerate.utils import DistributedType
-
-    if trainer.accelerator.distributed_type != DistributedType.FSDP:
-        return None
-    return trainer.accelerator.get_state_dict(trainer.model_wrapped)
-
-
-def _save_final(
-    model: Any,
-    tokenizer: Any,
-    output_dir: Path,
-    *,
-    adapter: bool,
-    state_dict: dict[str, Any] | None = None,
-) -> None:
-    """Write the model beside the checkpoints; the marker files arrive last, so an
-    interrupted save never looks like a finished model."""
-    staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=output_dir))
-    try:
-        if state_dict is None:
-            model.save_pretrained(staging)
-        else:
-            model.save_pretrained(staging, state_dict=state_dict)
-        if not adapter:
-            tokenizer.save_pretrained(staging)
-        _sort_module_lists(staging / "adapter_config.json")
-        for path in sorted(staging.iterdir(), key=lambda p: p.name in _MARKERS):
-            path.replace(output_dir / path.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _sort_module_lists(adapter_config: Path) -> None:
-    """Sort the module names peft writes from sets (target_modules, ...): a set's order
-    changes with every process's string hashing, and with it the checkpoint's content
-    hash, though the adapter is the same."""
-    if not adapter_config.is_file():
-        return
-    config = json.loads(adapter_config.read_text(encoding="utf-8"))
-    for key, value in config.items():
-        if key.endswith("_modules") and isinstance(value, list):
-            config[key] = sorted(value)
-    adapter_config.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
 
 
 def _may_leave_weights_unused(config: Any) -> bool:

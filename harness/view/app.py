@@ -63,8 +63,9 @@ def create_app(store_path: str | Path, registry: Any = None) -> Starlette:
         async def endpoint(request: Request) -> Response:
             store = Store(Path(store_path), read_only=True)
             try:
-                with store.connect():
-                    template, context = handler(request, Browse(store), Queries(store, registry))
+                queries = Queries(store, registry)
+                with queries.session():
+                    template, context = handler(request, Browse(store), queries)
                     body = env.get_template(template).render(request=request, **context)
                 status = 200
             except BadRequest as exc:
@@ -141,10 +142,7 @@ def runs_page(request: Request, browse: Browse, queries: Queries) -> tuple[str, 
 def run_page(request: Request, browse: Browse, queries: Queries) -> tuple[str, dict[str, Any]]:
     run = queries.run(request.path_params["run_id"])
     with queries.session():
-        previous = browse.store.scalar(
-            "SELECT max(run_id) FROM runs WHERE suite_name = ? AND run_id < ?",
-            [run.suite_name, run.run_id],
-        )
+        previous = browse.previous_run(run.run_id, run.suite_name)
         return "run.html", {
             "title": f"Run {run.run_id} · {run.suite_name} v{run.suite_version}",
             "run": run,

@@ -5,7 +5,9 @@ Runs the loop once per arm — targeted selection and the equal-budget controls 
 the suite's own task, without looking at the failures), and on request `augment`
 (rule-based variants of the rows nearest the clusters) and `augment_random_on_task`
 (variants of random on-task rows: untargeted augmentation) and `targeted_explore` (half
-of each cluster's rows aimed at it, half drawn among the task's rows) — with the same budget, seeds,
+of each cluster's rows aimed at it, half drawn among the task's rows), and with
+`--seed-rows N` (every arm then starts from a seed dataset of N on-task pool rows, drawn
+uniformly) `no_new_data` (retrain on the seed alone) — with the same budget, seeds,
 trainer and number of iterations (`fixed_iterations`: no arm stops early), on each
 scenario:
 
@@ -26,7 +28,9 @@ and the guard.
 
     python bench/loop_efficacy.py                                # both scenarios, 2 iterations
     python bench/loop_efficacy.py --scenarios numbers-broad --arms targeted random_on_task
-    python bench/loop_efficacy.py --limit 20 --dev 20 --budget 16 --iterations 1   # smoke run
+    python bench/loop_efficacy.py --scenarios numbers-broad --seed-rows 100 --iterations 1 \
+        --arms targeted random_on_task no_new_data      # does new data beat retraining on the seed?
+    python bench/loop_efficacy.py --limit 20 --guard-limit 20 --budget 16 --iterations 1 -t max_steps=2   # smoke run
 
 Results also go to --json (default: beside the store).
 """
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -70,6 +75,8 @@ ARMS: dict[str, tuple[str, str, dict[str, Any]]] = {
     # (untargeted augmentation): both with the same budget.
     "augment": ("augment", "targeted", {}),
     "augment_random_on_task": ("augment", "random_on_task", {}),
+    # No new data: retrain on the seed dataset alone (needs --seed-rows).
+    "no_new_data": ("pool", "none", {}),
 }
 DEFAULT_ARMS = ("targeted", "random", "random_on_task")
 TREATMENTS = ("targeted", "targeted_explore", "augment")
@@ -103,13 +110,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, help="held-out rows (default: all 150)")
     parser.add_argument("--guard-limit", type=int, help="guard rows (default: all 105)")
+    parser.add_argument("--seed-rows", type=int, default=0,
+                        help="every arm trains on a seed dataset of N on-task pool rows (drawn uniformly, "
+                        "written beside the store) plus what it adds; needed by no_new_data")
     parser.add_argument("-t", "--trainer-arg", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--store", type=Path, default=Path(".harness/bench/loop_efficacy.duckdb"))
     parser.add_argument("--json", type=Path, help="where results go (default: beside the store)")
     parser.add_argument("--combine", nargs="+", type=Path, metavar="STORE",
                         help="run nothing: measure the loops of these stores (arms run in parallel "
                         "processes) on the held-out split in --store, and print the table")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if "no_new_data" in args.arms and not args.seed_rows and not args.combine:
+        parser.error("the no_new_data arm retrains on a seed dataset: give --seed-rows N")
+    return args
 
 
 def trainer_args(pairs: Sequence[str]) -> dict[str, Any]:
@@ -125,8 +138,21 @@ def trainer_args(pairs: Sequence[str]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 
 
+def write_seed_file(pool: list[dict[str, Any]], n: int, seed: int, path: Path) -> Path:
+    """N on-task pool rows drawn uniformly (seeded): the task data a user already has."""
+    task = suite_task(load_suite(HELD_OUT))
+    on_task = [r for r in pool if normalize(r.get("instruction", "")) in task]
+    if n > len(on_task):
+        raise SystemExit(f"--seed-rows {n}: the pool has only {len(on_task)} on-task rows")
+    chosen = random.Random(seed).sample(on_task, n)
+    path.write_text("".join(json.dumps({k: r[k] for k in ("instruction", "input", "output") if k in r}) + "\n"
+                            for r in chosen))
+    return path
+
+
 def run_arm(
-    store: Store, plugins: Any, suite_path: Path, held_out: Suite, arm: str, args: argparse.Namespace
+    store: Store, plugins: Any, suite_path: Path, held_out: Suite, arm: str, args: argparse.Namespace,
+    seed_file: Path | None = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     source, selection, source_args = ARMS[arm]
@@ -134,6 +160,7 @@ def run_arm(
         suite=str(suite_path), model=args.model, iterations=args.iterations, budget=args.budget,
         source=source, selection=selection, source_args=source_args, seed=args.seed, guard="general", guard_limit=args.guard_limit,
         trainer_args=trainer_args(args.trainer_arg), fixed_iterations=True,
+        seed_data=str(seed_file) if seed_file else None,
     )
     result = run_loop(config, store, plugins)
     iterations = loop_iterations(store, result.loop_id)
@@ -146,15 +173,18 @@ def loop_iterations(store: Store, loop_id: int) -> list[dict[str, Any]]:
     """A loop's iterations: checkpoint, decision, and the new rows (and how many on-task)."""
     task = suite_task(load_suite(HELD_OUT))
     out = []
+    seen: set[str | None] = set()
     for row in store.query(
         "SELECT * FROM iterations WHERE loop_id = ? AND step = 'decided' ORDER BY iteration", [loop_id]
     ):
         checkpoint = json.loads(row["checkpoint"]) if isinstance(row["checkpoint"], str) else row["checkpoint"]
         on_task = added = 0
-        if row["manifest_hash"]:
+        # New rows only: not a seed dataset (iteration 0), nor a dataset trained on before.
+        if row["manifest_hash"] and row["iteration"] and row["manifest_hash"] not in seen:
             manifest = load_manifest(store, row["manifest_hash"])
             added = manifest.n_added
             on_task = sum(normalize(r.instruction) in task for r in manifest.added)
+        seen.add(row["manifest_hash"])
         out.append({"iteration": row["iteration"], "decision": row["decision"], "checkpoint": checkpoint,
                     "added": added, "on_task": on_task})
     return out
@@ -327,13 +357,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows = mining.samples
             print(f"{name}: mining split {len(rows)} rows, held-out {len(held_out.samples)}, "
                   f"pool {len(pool):,} rows ({pool_on_task:,} on-task)", flush=True)
+            seed_file = None
+            if args.seed_rows:
+                seed_file = write_seed_file(pool, args.seed_rows, args.seed,
+                                            args.store.parent / f"seed-{name}-{args.seed_rows}.jsonl")
+                print(f"{name}: every arm starts from a seed of {args.seed_rows} on-task rows ({seed_file})",
+                      flush=True)
             arms = []
             for arm in args.arms:
                 if arm == "random_on_task" and pool_on_task == len(pool):
                     print(f"{name}: every pool row is on-task, so random_on_task is random; skipped", flush=True)
                     continue
                 print(f"{name}: arm {arm} ...", flush=True)
-                arms.append(run_arm(store, plugins, suite_path, held_out, arm, args))
+                arms.append(run_arm(store, plugins, suite_path, held_out, arm, args, seed_file))
                 summary = summarise(store, plugins, arms, held_out, guard)
                 results["scenarios"][name] = {"pool_rows": len(pool), "pool_on_task": pool_on_task,
                                               "mining_rows": len(rows), **summary}

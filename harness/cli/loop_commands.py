@@ -23,10 +23,14 @@ from harness.cli.params import OUTPUT_DIR, SEED, SIGNIFICANCE
 @click.option("--source", default="pool", show_default=True, help="Data source: pool, augment, teacher, or a plugin's.")
 @click.option("-s", "--source-arg", "source_args", multiple=True, metavar="KEY=VALUE", help="Data source argument.")
 @click.option("--budget", default=200, show_default=True, type=click.IntRange(min=1), help="New training rows per iteration.")
-@click.option("--selection", type=click.Choice(["targeted", "random", "random_on_task"]), default="targeted",
+@click.option("--selection", type=click.Choice(["targeted", "random", "random_on_task", "none"]), default="targeted",
               show_default=True,
               help="Equal-budget controls: random (rows drawn at random from the pool), random_on_task (drawn "
-                   "among the rows of the suite's own task); with --source augment, untargeted augmentation.")
+                   "among the rows of the suite's own task); with --source augment, untargeted augmentation; "
+                   "none: no new data, retrain on --seed-data alone.")
+@click.option("--seed-data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Training rows you already have (JSONL: instruction, input, output): every iteration trains "
+                   "on them plus the rows the loop adds; decontaminated against the suite and the guard.")
 @click.option("--retrain-from", type=click.Choice(["base", "last"]), default="base", show_default=True,
               help="base: retrain the starting model on the grown dataset; last: continue the last adapter.")
 @click.option("--guard", default="general", show_default=True, help="Suite that guards against forgetting ('none' to skip).")
@@ -63,6 +67,7 @@ def loop_command(
     source_args: tuple[str, ...],
     budget: int,
     selection: str,
+    seed_data: Path | None,
     retrain_from: str,
     guard: str,
     guard_metrics: tuple[str, ...],
@@ -94,40 +99,48 @@ def loop_command(
       harness loop dictionary --model default
       harness loop dictionary --model default --selection random     # the baseline
       harness loop numbers-broad --selection random_on_task          # rows of the task, not aimed
+      harness loop numbers --seed-data mine.jsonl                    # grow a dataset you already have
+      harness loop numbers --seed-data mine.jsonl --selection none   # the no-new-data control
       harness loop numbers --model ./base --iterations 3 --budget 400 -t epochs=2
       harness loop dictionary --model default --ray --ray-address auto   # evaluations on Ray
 
     Every step is stored as it finishes: run the same command again to resume an
     interrupted loop. `harness history LOOP` shows a loop's iterations.
     """
+    from pydantic import ValidationError
+
     from harness.loop.config import LoopConfig
     from harness.loop.run import run_loop
     from harness.progress import RichReporter
 
-    config = LoopConfig(
-        suite=suite,
-        model=model,
-        adapter=str(adapter) if adapter else None,
-        backend_options=parse_options(backend_options, "--backend-option"),
-        iterations=iterations,
-        trainer=trainer,
-        trainer_args=parse_options(trainer_args, "--trainer-arg"),
-        source=source,
-        source_args=parse_options(source_args, "--source-arg"),
-        selection=selection,
-        budget=budget,
-        retrain_from=retrain_from,
-        guard=None if guard.lower() == "none" else guard,
-        guard_metrics=list(guard_metrics) or None,
-        featurizer=featurizer,
-        clusterer=clusterer,
-        limit=limit,
-        guard_limit=guard_limit,
-        alpha=alpha,
-        seed=seed,
-        train_seeds=train_seeds,
-        fixed_iterations=fixed_iterations,
-    )
+    try:
+        config = LoopConfig(
+            suite=suite,
+            model=model,
+            adapter=str(adapter) if adapter else None,
+            backend_options=parse_options(backend_options, "--backend-option"),
+            iterations=iterations,
+            trainer=trainer,
+            trainer_args=parse_options(trainer_args, "--trainer-arg"),
+            source=source,
+            source_args=parse_options(source_args, "--source-arg"),
+            selection=selection,
+            seed_data=str(seed_data.resolve()) if seed_data else None,
+            budget=budget,
+            retrain_from=retrain_from,
+            guard=None if guard.lower() == "none" else guard,
+            guard_metrics=list(guard_metrics) or None,
+            featurizer=featurizer,
+            clusterer=clusterer,
+            limit=limit,
+            guard_limit=guard_limit,
+            alpha=alpha,
+            seed=seed,
+            train_seeds=train_seeds,
+            fixed_iterations=fixed_iterations,
+        )
+    except ValidationError as exc:
+        raise click.UsageError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
     plugins = state.load_plugins()
     # Connect to Ray before the store is touched: a bad address leaves no loop behind.
     executor = ray_executor(plugins, use_ray, ray_address, workers)

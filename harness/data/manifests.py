@@ -9,7 +9,7 @@ input, output, source, and `metadata` holding the row's cluster and provenance),
 dataset file can serve as a pool or as augmentation seeds.
 
 The manifest (the `datasets` table) records the parent, the run and clustering it was
-built for, the selection (targeted, random or import), the rows added per source and per
+built for, the selection (targeted, random, random_on_task, import or seed), the rows added per source and per
 cluster, what curation dropped and why, and the eval suites (names and hashes) it was
 decontaminated against. `harness.data.datasets` builds new ones.
 """
@@ -47,7 +47,9 @@ if TYPE_CHECKING:
 BUILT_SELECTIONS = ("targeted", "random", "random_on_task")
 """How `build_dataset` may choose rows: aimed at the clusters, or one of the equal-budget
 controls (a uniform draw from the whole pool, or from the rows of the suite's own task)."""
-SELECTIONS = (*BUILT_SELECTIONS, "import")
+SELECTIONS = (*BUILT_SELECTIONS, "import", "seed")
+"""Every selection a stored dataset may have: built, imported annotations, a seed file
+(`harness.data.seed`)."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness.suite.load import Suite
 
@@ -31,9 +31,13 @@ class LoopConfig(BaseModel):
     trainer_args: dict[str, Any] = Field(default_factory=dict)
     source: str = "pool"
     source_args: dict[str, Any] = Field(default_factory=dict)
-    selection: Literal["targeted", "random", "random_on_task"] = "targeted"
+    selection: Literal["targeted", "random", "random_on_task", "none"] = "targeted"
     """targeted: rows aimed at the clusters; random / random_on_task: the equal-budget
-    controls (a uniform draw from the pool, or from its rows of the suite's own task)."""
+    controls (a uniform draw from the pool, or from its rows of the suite's own task);
+    none: the "no new data" control, which retrains on the seed dataset alone."""
+    seed_data: str | None = None
+    """A training file (JSONL rows, `harness.data.seed`) every iteration trains on, before
+    the rows the loop adds; curated against every split of the suite and the guard."""
     budget: int = Field(200, ge=1)
     """New training rows gathered per iteration."""
     retrain_from: Literal["base", "last"] = "base"
@@ -63,6 +67,18 @@ class LoopConfig(BaseModel):
     (accepted or not); decisions are still taken and recorded. For comparisons at equal
     budget, where an early stop must not end one arm sooner than another."""
 
+    @model_validator(mode="after")
+    def _no_new_data_has_a_seed(self) -> LoopConfig:
+        if self.selection == "none" and not self.seed_data:
+            raise ValueError(
+                "--selection none (the no-new-data control) retrains on a seed dataset alone: give one "
+                "with --seed-data FILE"
+            )
+        if self.selection == "none" and self.retrain_from != "base":
+            raise ValueError("--selection none retrains the starting model on the seed: use --retrain-from base")
+        return self
+
+
 
 @dataclass
 class IterationResult:
@@ -89,7 +105,9 @@ class LoopResult:
     resumed: bool
 
 
-def loop_fingerprint(config: LoopConfig, suite: Suite, guard: Suite | None, model_hash: str) -> str:
+def loop_fingerprint(
+    config: LoopConfig, suite: Suite, guard: Suite | None, model_hash: str, seed_hash: str | None = None
+) -> str:
     # Options added later keep their defaults out of the identity, so that loops started
     # before they existed keep their fingerprints (and so their resumption).
     dumped = config.model_dump(mode="json")
@@ -97,7 +115,9 @@ def loop_fingerprint(config: LoopConfig, suite: Suite, guard: Suite | None, mode
         del dumped["train_seeds"]
     if not dumped["fixed_iterations"]:
         del dumped["fixed_iterations"]
-    identity = {
+    if dumped["seed_data"] is None:
+        del dumped["seed_data"]
+    identity: dict[str, Any] = {
         "config": dumped,
         "suite": suite.hash,
         "guard": guard.hash if guard else None,
@@ -106,4 +126,6 @@ def loop_fingerprint(config: LoopConfig, suite: Suite, guard: Suite | None, mode
         # never resumed as a split loop.
         "splits": {"mining": suite.mining_split, "heldout": suite.heldout_split, "auto": suite.auto_split},
     }
+    if seed_hash is not None:
+        identity["seed_data"] = seed_hash  # the file's content, not only its name
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()

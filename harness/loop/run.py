@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.components.plugin_manager import Plugins
+from harness.data.manifests import Manifest, save_manifest
+from harness.data.seed import file_hash, seed_manifest
 from harness.errors import ConfigError, HarnessError
 from harness.generate.backends import load_backend
 from harness.generate.executors import Executor
@@ -117,12 +119,23 @@ class _Loop(Deciding):
                     f"--guard-metric {unknown[0]!r}: the guard suite {self.guard.name!r} scores "
                     f"{', '.join(known)}"
                 )
-        if self.suite.config.pool is None and config.source == "pool" and "pool" not in config.source_args:
+        self.seed: Manifest | None = None
+        seed_hash = None
+        if config.seed_data:
+            # Read and curated now, stored at iteration 0: a bad seed file leaves no loop behind.
+            self.seed = seed_manifest(Path(config.seed_data), [s for s in (self.suite, self.guard) if s])
+            seed_hash = file_hash(Path(config.seed_data))
+        if (
+            self.suite.config.pool is None
+            and config.source == "pool"
+            and "pool" not in config.source_args
+            and config.selection != "none"
+        ):
             raise ConfigError(
                 f"suite {self.suite.name!r} names no pool of training candidates; give one with "
                 "--source-arg pool=FILE.jsonl or use another --source"
             )
-        self.fingerprint = loop_fingerprint(config, self.suite, self.guard, self.base_hash)
+        self.fingerprint = loop_fingerprint(config, self.suite, self.guard, self.base_hash, seed_hash)
         self.output_root = output_dir
         self.queries = Queries(store, registry)
         self.executor: Executor | None = None
@@ -209,6 +222,15 @@ class _Loop(Deciding):
 
     def _iteration_zero(self, loop_id: int) -> IterationResult:
         row = self._start(loop_id, 0, self.base)
+        if self.seed is not None and row.get("manifest_hash") is None:
+            seed = save_manifest(self.store, self.seed)
+            self._update(loop_id, 0, manifest_hash=seed.hash)
+            dropped = ", ".join(f"{n} {reason}" for reason, n in seed.dropped.items())
+            self.reporter.log(
+                f"seed dataset {seed.hash[:12]}: {seed.n_rows} rows from {self.config.seed_data}"
+                + (f" (curation dropped {dropped})" if dropped else "")
+            )
+            row = self._stored(loop_id, 0)
         if row["step"] != "decided":
             self.reporter.log("[bold]iteration 0[/]: evaluating the starting checkpoint")
             run_id, mining_id, guard_id = self._evaluate(self.base, row)
@@ -358,6 +380,11 @@ class _Loop(Deciding):
 
     def _gather(self, previous: Mapping[str, Any], clustering_id: int) -> str:
         from harness.data.datasets import build_dataset
+
+        if self.config.selection == "none":
+            seed = previous["manifest_hash"]
+            self.reporter.log(f"no new data (the control): training on dataset {seed[:12]} as it is")
+            return str(seed)
 
         manifest = build_dataset(
             self.store,

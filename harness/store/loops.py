@@ -125,7 +125,12 @@ class LoopQueries(StoreReader):
         )
         out = []
         known = IterationInfo.__dataclass_fields__
+        seen: set[str] = set()
         for row in rows:
+            if row["manifest_hash"] in seen:  # trained on an earlier iteration's rows (--selection none)
+                row["rows_added"] = 0
+            elif row["manifest_hash"] is not None:
+                seen.add(row["manifest_hash"])
             decode_iteration(row, empty_when_missing=True)
             row["main_ci"] = (row.pop("main_low"), row.pop("main_high"))
             if row.get("mining_run_id") is None:

@@ -17,10 +17,27 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
-from scipy import stats as scipy_stats
+
+_NORMAL = NormalDist()
+"""The standard normal, from the standard library: scipy.stats costs about 2 s to import,
+which every command would pay for a quantile."""
+
+
+def _z(q: float) -> float:
+    """The standard normal's q-quantile."""
+    return _NORMAL.inv_cdf(q)
+
+
+def _binomial_p(successes: int, trials: int) -> float:
+    """Two-sided exact binomial test against p = 0.5 (McNemar's exact test)."""
+    from scipy import stats as scipy_stats
+
+    return float(scipy_stats.binomtest(successes, trials, 0.5).pvalue)
+
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 """Summed statistics (..., k) -> scores (...)."""
@@ -291,7 +308,7 @@ def bootstrap_mde(
 
     Identical systems have no spread in their difference; their figure assumes the two
     systems' errors independent, sd = sqrt(2) * sd(score_a*), an upper bound."""
-    z = scipy_stats.norm.ppf(1 - alpha / 2) + scipy_stats.norm.ppf(power)
+    z = _z(1 - alpha / 2) + _z(power)
     spread = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0
     if spread == 0.0:
         finite = boot_a[np.isfinite(boot_a)]
@@ -321,7 +338,7 @@ def single_run_mde(
     scores = scores[np.isfinite(scores)]
     if len(scores) < 2:
         return float("nan")
-    z = scipy_stats.norm.ppf(1 - alpha / 2) + scipy_stats.norm.ppf(power)
+    z = _z(1 - alpha / 2) + _z(power)
     return float(z * np.sqrt(2) * np.std(scores, ddof=1))
 
 
@@ -352,14 +369,14 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> PairedTest:
     broken = int(np.sum(a & ~b))
     fixed = int(np.sum(~a & b))
     discordant = broken + fixed
-    p_value = 1.0 if discordant == 0 else float(scipy_stats.binomtest(fixed, discordant, 0.5).pvalue)
+    p_value = 1.0 if discordant == 0 else _binomial_p(fixed, discordant)
     score_a = float(a.mean()) if n else float("nan")
     score_b = float(b.mean()) if n else float("nan")
     diff = score_b - score_a
     # Wald interval of a paired difference in proportions.
     if n:
         var = (fixed + broken) / n**2 - (fixed - broken) ** 2 / n**3
-        half = scipy_stats.norm.ppf(0.975) * np.sqrt(max(var, 0.0))
+        half = _z(0.975) * np.sqrt(max(var, 0.0))
     else:
         half = float("nan")
     return PairedTest(
@@ -373,7 +390,7 @@ def mcnemar_mde(n: int, discordant: int, alpha: float = 0.05, power: float = 0.8
     if n == 0:
         return float("nan")
     share = max(discordant, 1) / n
-    z = scipy_stats.norm.ppf(1 - alpha / 2) + scipy_stats.norm.ppf(power)
+    z = _z(1 - alpha / 2) + _z(power)
     return float(z * np.sqrt(share / n))
 
 
@@ -389,7 +406,7 @@ def with_seed_variance(test: PairedTest, seed_differences: Sequence[float], conf
     k = len(seed_differences)
     if k < 2:
         return test
-    z = scipy_stats.norm.ppf(1 - (1 - confidence) / 2)
+    z = _z(1 - (1 - confidence) / 2)
     se_samples = (test.ci_high - test.ci_low) / (2 * z)
     between = float(np.var(np.asarray(seed_differences, dtype=float), ddof=1))
     se = float(np.sqrt(se_samples**2 + between / k))
@@ -397,8 +414,8 @@ def with_seed_variance(test: PairedTest, seed_differences: Sequence[float], conf
     if se == 0:  # every resample and every seed agree exactly
         p = 1.0 if d == 0 else 0.0
     else:
-        p = float(2 * scipy_stats.norm.sf(abs(d) / se))
-    power_z = scipy_stats.norm.ppf(1 - 0.05 / 2) + scipy_stats.norm.ppf(0.8)
+        p = float(2 * _NORMAL.cdf(-abs(d) / se))
+    power_z = _z(1 - 0.05 / 2) + _z(0.8)
     return PairedTest(
         test.test, test.score_a, test.score_b, d, max(p, test.p_value), d - z * se, d + z * se,
         float(power_z * se), test.n, test.clusters, p, k,

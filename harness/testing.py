@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -246,8 +247,10 @@ def harness_store(tmp_path: Path) -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(request: pytest.FixtureRequest) -> Path:
-    """Built once and kept in pytest's cache directory between sessions."""
-    root = Path(request.config.cache.mkdir("harness-tiny-model"))
+    """Built once and kept in pytest's cache directory between sessions (in the temporary
+    directory when the cache is off, `-p no:cacheprovider`)."""
+    cache = getattr(request.config, "cache", None)
+    root = Path(cache.mkdir("harness-tiny-model")) if cache is not None else Path(tempfile.gettempdir()) / "harness-tiny-model"
     target = root / f"v{TINY_MODEL_VERSION}"
     marker = target / "harness-tiny.json"
     if not marker.is_file():

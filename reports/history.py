@@ -13,6 +13,7 @@ paired test; and per iteration, how the targeted clusters fared.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from harness import (
@@ -118,6 +119,13 @@ class HistoryReport(ReportView):
         return doc
 
 
+def _data_line(c: dict[str, Any]) -> str:
+    seed = f", on top of the seed {Path(c['seed_data']).name}" if c.get("seed_data") else ""
+    if c.get("selection") == "none":
+        return f"no new data: the seed {Path(c.get('seed_data') or '?').name} alone (the control)"
+    return f"{c.get('selection')} selection from {c.get('source')}, {c.get('budget')} rows per iteration{seed}"
+
+
 def _header(info: LoopInfo, iterations: list[IterationInfo]) -> list[tuple[str, Any]]:
     c = info.config
     return [
@@ -127,7 +135,7 @@ def _header(info: LoopInfo, iterations: list[IterationInfo]) -> list[tuple[str, 
         ("guard suite", info.guard_suite or "none"),
         ("base model", info.base_model + (f" + {c['adapter']}" if c.get("adapter") else "")),
         ("trainer", f"{c.get('trainer')} {c.get('trainer_args') or ''}".strip()),
-        ("data", f"{c.get('selection')} selection from {c.get('source')}, {c.get('budget')} rows per iteration"),
+        ("data", _data_line(c)),
         ("retrain from", c.get("retrain_from")),
         (
             "iterations",

@@ -84,6 +84,10 @@ def test_every_iteration_trains_on_the_seed_and_the_rows_the_loop_adds(
     assert second.parent == first.hash and second.n_rows == 26
     calls = scripted_module(plugins).ScriptedTrainer.calls
     assert [c["rows"] for c in calls] == [16, 26]
+    from harness.report.render import render
+
+    text = render(build_report(harness_store, "history", plugins=plugins, loop=result.loop_id), "markdown")
+    assert "targeted selection from pool, 10 rows per iteration, on top of the seed seed.jsonl" in text
 
 
 def test_no_new_data_trains_on_the_seed_alone(suites, plugins, harness_store, seed_file) -> None:
@@ -98,6 +102,9 @@ def test_no_new_data_trains_on_the_seed_alone(suites, plugins, harness_store, se
     doc = build_report(harness_store, "history", plugins=plugins, loop="latest")
     added = [it["rows_added"] for it in doc.data["iterations"]]
     assert added == [6, 0, 0]  # the seed at iteration 0; nothing added after
+    from harness.report.render import render
+
+    assert "no new data: the seed seed.jsonl alone" in render(doc, "markdown")
 
 
 def test_no_new_data_without_a_seed_and_a_bad_seed_write_nothing(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import shutil
 from pathlib import Path
@@ -215,9 +216,9 @@ def test_shared_prefill_gives_the_logits_of_an_ordinary_batch(tiny_model_dir, pl
         cache = plan.prefill(b.model, ids, mask)
         assert cache.get_seq_length() == plan.width - 1
         last = (mask.sum(-1, keepdim=True) - 1)  # the position of each row's last token
-        got = b.model(
-            input_ids=ids[:, -1:], attention_mask=mask, position_ids=last, past_key_values=cache
-        ).logits[:, -1]
+        # The cache under the name this transformers takes (as the backend does).
+        cache_kwarg = {"cache" if "cache" in inspect.signature(b.model.forward).parameters else "past_key_values": cache}
+        got = b.model(input_ids=ids[:, -1:], attention_mask=mask, position_ids=last, **cache_kwarg).logits[:, -1]
     assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
 
 

@@ -120,10 +120,11 @@ class HistoryReport(ReportView):
 
 
 def _data_line(c: dict[str, Any]) -> str:
-    seed = f", on top of the seed {Path(c['seed_data']).name}" if c.get("seed_data") else ""
+    seed = Path(c["seed_data"]).name if c.get("seed_data") else None
     if c.get("selection") == "none":
-        return f"no new data: the seed {Path(c.get('seed_data') or '?').name} alone (the control)"
-    return f"{c.get('selection')} selection from {c.get('source')}, {c.get('budget')} rows per iteration{seed}"
+        return f"no new data: the seed {seed} alone (the control)"
+    line = f"{c.get('selection')} selection from {c.get('source')}, {c.get('budget')} rows per iteration"
+    return line + (f", on top of the seed {seed}" if seed else "")
 
 
 def _header(info: LoopInfo, iterations: list[IterationInfo]) -> list[tuple[str, Any]]:

@@ -176,10 +176,19 @@ def main() -> None:
     parser.add_argument("--skip-transformers-cb", action="store_true")
     parser.add_argument("--skip-adapter", action="store_true")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--allocator", choices=("kept", "glibc"), default="kept",
+                        help="kept: freed memory stays in the heap, as the harness CLI sets it "
+                        "(harness.allocator), for every configuration of the run, peers included; "
+                        "glibc: the C library's defaults")
     args = parser.parse_args()
     if args.stop and not (args.skip_lm_eval and args.skip_loop and args.skip_transformers_cb):
         parser.error("--stop applies to the harness configurations only: add --skip-lm-eval --skip-loop "
                      "--skip-transformers-cb (the peers stop at EOS alone, so their texts would differ)")
+
+    from harness.allocator import keep_freed_memory
+
+    if args.allocator == "kept":
+        keep_freed_memory()
 
     import torch
     from bound import decode_bound, measure_limits, model_figures, summary
@@ -279,6 +288,7 @@ def main() -> None:
 
     info = machine()
     print(describe(info))
+    print(f"allocator: {args.allocator}")
     print(f"{len(prompts)} dictionary prompts, greedy, max_new_tokens={args.max_new_tokens}, "
           f"stop at EOS{f' or {stop[0]!r}' if stop else ''}, "
           f"{args.repeats} repeats in turns, median reported\n", flush=True)

@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from harness.allocator import keep_freed_memory
 from harness.cli.common import CONTEXT_SETTINGS, CliState
 from harness.errors import HarnessError
 
@@ -90,6 +91,7 @@ def main(ctx: click.Context, store: Path | None, plugin_files: tuple[Path, ...],
     Set HARNESS_TRACE=1 to print every plugin hook call.
     """
     _quiet_libraries()
+    keep_freed_memory()
     ctx.obj = CliState(
         store=store,
         plugin_files=list(plugin_files),

@@ -137,8 +137,10 @@ class GenerationWorker:
     def setup(self, spec: ModelSpec, plugins: PluginSetup) -> WorkerInfo:
         import ray
 
+        from harness.allocator import keep_freed_memory
         from harness.generate.backends import load_backend
 
+        keep_freed_memory()  # as the CLI does in its own process
         with _plain_harness_errors():
             self.backend = load_backend(spec, plugins.load().registry)
         torch: ModuleType | None = sys.modules.get("torch")

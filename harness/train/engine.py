@@ -86,6 +86,9 @@ class InstructionTuner(Trainer):
     produces_adapter: ClassVar[bool] = True
     continued_fields: ClassVar[tuple[str, ...]] = ()
     """peft config fields a continued adapter must share with the requested one."""
+    requested_fields: ClassVar[tuple[str, ...]] = ()
+    """peft config fields of the training alone (dropout), which a continued adapter takes
+    from the request."""
 
     def peft_config(self, model: Any, args: BaseModel) -> Any:
         """The peft config to wrap the model with (adapter methods)."""

@@ -20,7 +20,7 @@ class LoraArgs(TrainingArgs):
         ge=0,
         lt=1,
         description="Dropout on the adapter's input (lora_dropout). Off by default, as in peft: "
-        "on a CPU its masks cost a fifth of each step (bench/training.py).",
+        "on a CPU its masks cost 15-25 % of each step (bench/training.py).",
     )
     target_modules: list[str] | None = Field(
         None,

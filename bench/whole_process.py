@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--max-new-tokens", type=int, default=32, help="the suite's own limit")
     parser.add_argument("--json", type=Path, default=Path(".harness/bench/whole_process.json"))
+    parser.add_argument("--glibc-allocator", action="store_true",
+                        help="also time harness eval with HARNESS_KEEP_FREED_MEMORY=0 (the C library's "
+                        "allocator defaults, as lm-eval runs)")
     args = parser.parse_args(argv)
 
     from harness.generate.checkpoints import default_model_dir
@@ -129,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(rows)} prompts of dictionary/test, model {model_dir}\n", flush=True)
 
     configs: dict[str, dict[str, Any]] = {"harness eval (batch auto)": {"kind": "harness"}}
+    if args.glibc_allocator:
+        configs["harness eval (batch auto), glibc allocator"] = {"kind": "harness", "batch": "glibc",
+                                                                 "env": {"HARNESS_KEEP_FREED_MEMORY": "0"}}
     for b in batch_sizes:
         configs[f"lm_eval run --batch_size {b}"] = {"kind": "lm_eval", "batch": b}
     for config in configs.values():
@@ -151,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                                str(config["batch"]), "--tasks", TASK, "--include_path", str(work),
                                "--output_path", str(target / "out"), "--log_samples"]
                 load = load_average()
-                seconds = run_timed(command, env, target / "log.txt")
+                seconds = run_timed(command, {**env, **config.get("env", {})}, target / "log.txt")
                 config["seconds"].append(seconds)
                 config["loads"].append(load)
                 print(f"  {name}: {seconds:.2f} s (load {load:.1f})", flush=True)

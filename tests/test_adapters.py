@@ -29,10 +29,13 @@ def tiny_adapter(base: Path, out: Path, seed: int) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from harness import quiet_peft_version_skew
+
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base)
     config = LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(model, config).save_pretrained(out)
+    with quiet_peft_version_skew():  # peft reads a property transformers 5 deprecated
+        get_peft_model(model, config).save_pretrained(out)
     return out
 
 

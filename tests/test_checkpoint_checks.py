@@ -33,9 +33,12 @@ def _make_adapter(base: Path, target: Path) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from harness import quiet_peft_version_skew
+
     model = AutoModelForCausalLM.from_pretrained(base)
-    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
-    peft_model.save_pretrained(target)
+    with quiet_peft_version_skew():  # peft reads a property transformers 5 deprecated
+        peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+        peft_model.save_pretrained(target)
     return target
 
 

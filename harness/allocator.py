@@ -4,9 +4,9 @@ On a CPU, torch allocates tensors with the C library's `malloc`. glibc serves la
 (above its mmap threshold, a few MB once it has adapted) with fresh `mmap` calls and trims
 the top of its heap whenever more than its trim threshold is free, so the activations of
 every training step and the growing KV cache of every decoding step land on pages the
-kernel has to fault in and zero again. In a virtual machine a fault costs microseconds:
-on the 2-core machine of bench/RESULTS.md an element-wise op on a fresh 6 MB activation
-took several times as long inside a training step as the same op on reused memory.
+kernel has to fault in and zero again: on the 2-core machine of bench/RESULTS.md an
+element-wise op on a fresh 6 MB activation took ten times as long inside a training step
+as the same op on reused memory (torch profiler; another job shared the machine).
 Raising both thresholds keeps freed blocks in the heap for reuse, as torch's CUDA
 caching allocator does on a GPU; a process then holds on to its peak memory until it
 exits, which the harness's short-lived commands can afford.

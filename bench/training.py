@@ -129,10 +129,9 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
-    child_args = [a for a in sys.argv[1:]]
     for allocator in allocators:
         env = {**os.environ, OPT_OUT: ALLOCATORS[allocator], "BENCH_ALLOCATOR": allocator}
-        subprocess.run([sys.executable, __file__, *child_args, "--child"], env=env, check=True)
+        subprocess.run([sys.executable, __file__, *sys.argv[1:], "--child"], env=env, check=True)
 
 
 def measure(args: argparse.Namespace) -> None:
@@ -151,6 +150,7 @@ def measure(args: argparse.Namespace) -> None:
     rows = dictionary_rows(args.rows, args.seed)
     trainer = LoraTrainer()
     runs = [(m, float(d)) for m in args.modes.split(",") for d in args.dropouts.split(",")]
+    tokens_per_s: dict[tuple[str, float], float] = {}
     for mode, dropout in runs:
         lora_args = LoraArgs(
             dropout=dropout,
@@ -169,6 +169,7 @@ def measure(args: argparse.Namespace) -> None:
                 ModelSpec(str(model_dir)), rows, [], Path(out), lora_args, prompt=PromptConfig()
             )
         per_step = outcome.train_time_s / outcome.steps
+        tokens_per_s[mode, dropout] = outcome.tokens_per_second
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(
             f"{allocator:<10}{mode:<15}{dropout:>8g}{per_step:>8.2f}"
@@ -177,6 +178,10 @@ def measure(args: argparse.Namespace) -> None:
             f"{outcome.padding_share:>9.1%}{peak_mb:>8.0f} MB",
             flush=True,
         )
+    for dropout in {d for _, d in runs}:
+        if ("packed", dropout) in tokens_per_s and ("padded", dropout) in tokens_per_s:
+            gain = tokens_per_s["packed", dropout] / tokens_per_s["padded", dropout]
+            print(f"{allocator}, dropout {dropout:g}: packing {gain:.2f}x the tokens/s of padded batches")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ exits, which the harness's short-lived commands can afford.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import os
 import sys
@@ -36,7 +35,8 @@ def keep_freed_memory() -> bool:
     if os.environ.get(OPT_OUT, "1") == "0" or not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        # glibc's soname, opened directly: find_library would run ldconfig at every start.
+        libc = ctypes.CDLL("libc.so.6")
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import shutil
 from pathlib import Path
@@ -21,6 +20,7 @@ from harness.plugins.backends.hf import (
     generation,
     prefill,
 )
+from harness.plugins.backends.hf.continuous import _cache_argument
 from harness.score.evaluate import evaluate, load_backend
 from harness.suite.load import load_suite
 from harness.types import GenerationConfig, ModelSpec
@@ -216,9 +216,9 @@ def test_shared_prefill_gives_the_logits_of_an_ordinary_batch(tiny_model_dir, pl
         cache = plan.prefill(b.model, ids, mask)
         assert cache.get_seq_length() == plan.width - 1
         last = (mask.sum(-1, keepdim=True) - 1)  # the position of each row's last token
-        # The cache under the name this transformers takes (as the backend does).
-        cache_kwarg = {"cache" if "cache" in inspect.signature(b.model.forward).parameters else "past_key_values": cache}
-        got = b.model(input_ids=ids[:, -1:], attention_mask=mask, position_ids=last, **cache_kwarg).logits[:, -1]
+        got = b.model(
+            input_ids=ids[:, -1:], attention_mask=mask, position_ids=last, **{_cache_argument(b.model): cache}
+        ).logits[:, -1]
     assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
 
 
